@@ -1,0 +1,1162 @@
+//! The engine: decides on attempts and learns from their outcomes.
+//!
+//! [`Engine::check`] decides on one attempt; when it forwards, it returns an attempt id and counts
+//! the attempt against the account's directory budget as a failure until [`Engine::outcome`]
+//! reports what the directory answered (or until the directory's observation window has passed).
+//! So however attempts interleave, the directory mirror plus the in-flight attempts stay within
+//! the budget, and the directory never sees the bad password that would lock the account.
+//!
+//! Concurrency: the engine is `Send + Sync` and every method takes `&self`. State sits in sharded
+//! maps; a call holds at most one map entry at a time, never two.
+//!
+//! Memory: every map has a cap ([`Limits`]). [`Engine::maintain`] drops idle entries; when a map
+//! is over its cap the least recently seen low-value entries go first, and entries that protect an
+//! account (an active lockout, attempts in flight, a directory counter near its threshold,
+//! familiar locations, a flag) and sprayed fingerprints are kept.
+
+use crate::clock::Timestamp;
+use crate::decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
+use crate::error::{Error, Result};
+use crate::net::{canonical, NetKey};
+use crate::normalize::normalize_into;
+use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
+use crate::state::{class, AccountState, SourceState, SprayState};
+use crate::store::{Batch, Kind, Store};
+use dashmap::{DashMap, DashSet};
+use governor::clock::Clock as GovClock;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use parking_lot::RwLock;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Caps on tracked entries, per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Accounts tracked. Default 2,000,000.
+    pub max_accounts: usize,
+    /// Addresses and prefixes tracked. Default 2,000,000.
+    pub max_sources: usize,
+    /// Wrong fingerprints tracked for spray detection. Default 1,000,000.
+    pub max_sprays: usize,
+    /// Attempts in flight. Default 1,000,000; beyond it new attempts are refused (`overloaded`).
+    pub max_pending: usize,
+    /// Tenants. Default 10,000.
+    pub max_tenants: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_accounts: 2_000_000,
+            max_sources: 2_000_000,
+            max_sprays: 1_000_000,
+            max_pending: 1_000_000,
+            max_tenants: 10_000,
+        }
+    }
+}
+
+/// How to build an engine.
+pub struct Options {
+    /// The per-installation key of every hash (account keys, fingerprint hashes).
+    pub secret: [u8; 32],
+    /// Where durable state is written behind; `None` keeps everything in memory only.
+    pub store: Option<Arc<dyn Store>>,
+    /// Caps on tracked entries.
+    pub limits: Limits,
+}
+
+impl Options {
+    /// In-memory options with a fixed secret (tests and replay).
+    pub fn in_memory(secret: [u8; 32]) -> Self {
+        Options {
+            secret,
+            store: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The key of an account: a keyed hash of tenant and normalised name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountKey(u128);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SourceKey {
+    tenant: u64,
+    net: NetKey,
+}
+
+/// Governor's clock, set from the injected time before each use (never the system clock).
+#[derive(Clone, Default)]
+struct RateClock(Arc<AtomicI64>);
+
+impl GovClock for RateClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed).max(0) as u64)
+    }
+}
+
+type SourceLimiter = RateLimiter<
+    IpAddr,
+    DashMapStateStore<IpAddr>,
+    RateClock,
+    governor::middleware::NoOpMiddleware<Duration>,
+>;
+
+struct TenantRt {
+    name: Arc<str>,
+    id: u64,
+    policy: Arc<TenantPolicy>,
+    limiter: SourceLimiter,
+}
+
+struct Pending {
+    account: AccountKey,
+    tenant: Arc<str>,
+    ip: IpAddr,
+    familiar: bool,
+    fp: Option<u64>,
+    at: i64,
+}
+
+#[derive(Default)]
+struct Counters {
+    lockouts: AtomicU64,
+    source_blocks: AtomicU64,
+    sprays: AtomicU64,
+    flagged: AtomicU64,
+    evicted: AtomicU64,
+}
+
+/// Totals since start and current sizes, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Accounts tracked.
+    pub accounts: usize,
+    /// Addresses and prefixes tracked.
+    pub sources: usize,
+    /// Fingerprints tracked for spray detection.
+    pub sprays: usize,
+    /// Attempts in flight.
+    pub pending: usize,
+    /// Smart lockouts started.
+    pub lockouts_started: u64,
+    /// Source blocks started.
+    pub source_blocks_started: u64,
+    /// Fingerprints newly marked sprayed.
+    pub sprays_detected: u64,
+    /// Accounts flagged for signing in with a sprayed password.
+    pub accounts_flagged: u64,
+    /// Entries evicted to stay under a cap.
+    pub evicted: u64,
+}
+
+/// What an outcome did, for metrics and audit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutcomeEffects {
+    /// A smart lockout started on the account.
+    pub lockout_started: bool,
+    /// A source block started.
+    pub source_blocked: bool,
+    /// The fingerprint became a sprayed password.
+    pub spray_detected: bool,
+    /// The account signed in with a sprayed password and was flagged.
+    pub account_flagged: bool,
+}
+
+/// The smart-lockout and password-spray engine. See the module docs.
+pub struct Engine {
+    secret: [u8; 32],
+    policy: RwLock<Arc<Policy>>,
+    tenants: RwLock<HashMap<Arc<str>, Arc<TenantRt>>>,
+    accounts: DashMap<AccountKey, AccountState>,
+    sources: DashMap<SourceKey, SourceState>,
+    sprays: DashMap<u64, SprayState>,
+    pending: DashMap<u64, Pending>,
+    next_id: AtomicU64,
+    dirty_accounts: DashSet<AccountKey>,
+    dirty_sources: DashSet<SourceKey>,
+    dirty_sprays: DashSet<u64>,
+    store: Option<Arc<dyn Store>>,
+    limits: Limits,
+    rate_clock: RateClock,
+    counters: Counters,
+}
+
+thread_local! {
+    static NAME_BUF: RefCell<String> = RefCell::new(String::with_capacity(64));
+}
+
+/// Source keys of one address: the address and its configured prefixes (at most 5).
+struct SourceKeys {
+    keys: [NetKey; 5],
+    n: usize,
+}
+
+impl SourceKeys {
+    fn of(ip: IpAddr, p: &TenantPolicy) -> Self {
+        let host = NetKey::host(ip);
+        let mut keys = [host; 5];
+        let mut n = 1;
+        match ip {
+            IpAddr::V4(_) => {
+                keys[1] = NetKey::new(ip, p.sources.ipv4_prefix);
+                n = 2;
+            }
+            IpAddr::V6(_) => {
+                for &len in p.sources.ipv6_prefixes.iter().take(4) {
+                    keys[n] = NetKey::new(ip, len);
+                    n += 1;
+                }
+            }
+        }
+        SourceKeys { keys, n }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = NetKey> + '_ {
+        self.keys[..self.n].iter().copied()
+    }
+}
+
+/// Other accounts a prefix must have failed against (within `spray.window`) before a sprayed
+/// password from it loses the clean-source exemption; for a single address it is one.
+const SUSPICIOUS_PREFIX_ACCOUNTS: usize = 3;
+
+/// Unfamiliar failures within `lockout.window` that put an account under attack (a typo or two
+/// from the owner's new place do not).
+const UNDER_ATTACK_FAILURES: u32 = 3;
+
+fn familiar_key(ip: IpAddr, p: &TenantPolicy) -> NetKey {
+    match ip {
+        IpAddr::V4(_) => NetKey::new(ip, p.familiar.ipv4_prefix),
+        IpAddr::V6(_) => NetKey::new(ip, p.familiar.ipv6_prefix),
+    }
+}
+
+fn retry(ms_left: i64) -> Option<Duration> {
+    Some(Duration::from_millis(ms_left.max(1000) as u64))
+}
+
+impl Engine {
+    /// Builds an engine and loads its durable state from the store, if any.
+    pub fn new(policy: Policy, opts: Options) -> Result<Engine> {
+        let mut seed = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
+        let engine = Engine {
+            secret: opts.secret,
+            policy: RwLock::new(Arc::new(policy)),
+            tenants: RwLock::new(HashMap::new()),
+            accounts: DashMap::new(),
+            sources: DashMap::new(),
+            sprays: DashMap::new(),
+            pending: DashMap::new(),
+            // Ids start at a random point so ids from before a restart are never reused.
+            next_id: AtomicU64::new(u64::from_le_bytes(seed) >> 12),
+            dirty_accounts: DashSet::new(),
+            dirty_sources: DashSet::new(),
+            dirty_sprays: DashSet::new(),
+            store: opts.store,
+            limits: opts.limits,
+            rate_clock: RateClock::default(),
+            counters: Counters::default(),
+        };
+        engine.load()?;
+        Ok(engine)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().clone()
+    }
+
+    /// Replaces the policy atomically. State is kept; rate-limit buckets start afresh.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut tenants = self.tenants.write();
+        *self.policy.write() = Arc::new(policy);
+        tenants.clear();
+    }
+
+    /// A keyed hash of a fingerprint within a tenant: the only form in which one is kept.
+    pub fn fingerprint_hash(&self, tenant: &str, fp: &[u8]) -> u64 {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(b"fp\0");
+        h.update(tenant.as_bytes());
+        h.update(b"\0");
+        h.update(fp);
+        let out = h.finalize();
+        u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+
+    /// An opaque id for a sprayed fingerprint hash, safe to show an operator.
+    pub fn spray_id(&self, fp_hash: u64) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(b"spray-id\0");
+        h.update(&fp_hash.to_le_bytes());
+        h.finalize().to_hex()[..16].to_string()
+    }
+
+    fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(b"acct\0");
+        h.update(tenant.as_bytes());
+        h.update(b"\0");
+        h.update(name.as_bytes());
+        let out = h.finalize();
+        AccountKey(u128::from_le_bytes(
+            out.as_bytes()[..16].try_into().expect("16 bytes"),
+        ))
+    }
+
+    fn tenant(&self, name: &str) -> Result<Arc<TenantRt>> {
+        if let Some(t) = self.tenants.read().get(name) {
+            return Ok(t.clone());
+        }
+        if !valid_tenant_name(name) {
+            return Err(Error::InvalidInput {
+                field: "tenant",
+                reason: "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
+            });
+        }
+        let mut tenants = self.tenants.write();
+        if let Some(t) = tenants.get(name) {
+            return Ok(t.clone());
+        }
+        if tenants.len() >= self.limits.max_tenants {
+            return Err(Error::Capacity("tenants"));
+        }
+        let policy = self.policy.read().for_tenant(name).clone();
+        let quota = Quota::per_second(
+            NonZeroU32::new(policy.sources.rate_per_second).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(policy.sources.rate_burst).unwrap_or(NonZeroU32::MIN));
+        let name: Arc<str> = name.into();
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(b"tenant\0");
+        h.update(name.as_bytes());
+        let id = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        let rt = Arc::new(TenantRt {
+            name: name.clone(),
+            id,
+            policy,
+            limiter: RateLimiter::new(quota, DashMapStateStore::default(), self.rate_clock.clone()),
+        });
+        tenants.insert(name, rt.clone());
+        Ok(rt)
+    }
+
+    /// Decides on one attempt at `now`.
+    ///
+    /// Errors are for input the engine cannot use (an empty name, a bad tenant name) and caps;
+    /// every other answer is a [`Decision`].
+    pub fn check(&self, a: &Attempt<'_>, now: Timestamp) -> Result<Decision> {
+        let now = now.as_millis();
+        let rt = self.tenant(a.tenant)?;
+        let p = &*rt.policy;
+        let ip = canonical(a.ip);
+        let (key, name) = NAME_BUF.with(|buf| -> Result<(AccountKey, Option<Box<str>>)> {
+            let mut buf = buf.borrow_mut();
+            normalize_into(a.user, &mut buf)?;
+            let key = self.account_key(&rt.name, &buf);
+            // The name is only copied when the account is new.
+            let name = (!self.accounts.contains_key(&key)).then(|| Box::from(buf.as_str()));
+            Ok((key, name))
+        })?;
+        let fp = a.fingerprint.map(|f| self.fingerprint_hash(&rt.name, f));
+        let assessed = self.assess(&rt, key, name, ip, fp, now);
+        let mut d = assessed;
+        if p.mode == Mode::LogOnly {
+            d.verdict = Verdict::Forward;
+        }
+        if d.verdict == Verdict::Forward {
+            if self.pending.len() >= self.limits.max_pending {
+                self.expire_pending(now);
+            }
+            if self.pending.len() >= self.limits.max_pending {
+                return Ok(Decision {
+                    verdict: Verdict::Block,
+                    assessed: Verdict::Block,
+                    reason: Some(Reason::Overloaded),
+                    retry_after: retry(1000),
+                    fired: Some(Fired {
+                        counter: "attempts_in_flight",
+                        value: self.pending.len() as u64,
+                        limit: self.limits.max_pending as u64,
+                    }),
+                    familiarity: d.familiarity,
+                    attempt_id: None,
+                });
+            }
+            if let Some(mut acct) = self.accounts.get_mut(&key) {
+                acct.pending += 1;
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.pending.insert(
+                id,
+                Pending {
+                    account: key,
+                    tenant: rt.name.clone(),
+                    ip,
+                    familiar: d.familiarity.is_familiar(),
+                    fp,
+                    at: now,
+                },
+            );
+            d.attempt_id = Some(id);
+        }
+        if self.accounts.len() > self.limits.max_accounts
+            || self.sources.len() > self.limits.max_sources
+        {
+            self.evict(now);
+        }
+        Ok(d)
+    }
+
+    fn block(
+        reason: Reason,
+        retry_after: Option<Duration>,
+        fired: Fired,
+        familiarity: Familiarity,
+    ) -> Decision {
+        let verdict = if reason == Reason::KnownBadPassword {
+            Verdict::WrongPassword
+        } else {
+            Verdict::Block
+        };
+        Decision {
+            verdict,
+            assessed: verdict,
+            reason: Some(reason),
+            retry_after,
+            fired: Some(fired),
+            familiarity,
+            attempt_id: None,
+        }
+    }
+
+    fn assess(
+        &self,
+        rt: &TenantRt,
+        key: AccountKey,
+        name: Option<Box<str>>,
+        ip: IpAddr,
+        fp: Option<u64>,
+        now: i64,
+    ) -> Decision {
+        let p = &*rt.policy;
+        let unfamiliar = Familiarity::Unfamiliar;
+        if p.sources.blocked.iter().any(|n| n.contains(&ip)) {
+            let fired = Fired {
+                counter: "blocked_network",
+                value: 1,
+                limit: 1,
+            };
+            return Self::block(Reason::BlockedNetwork, None, fired, unfamiliar);
+        }
+        let trusted = p.sources.trusted.iter().any(|n| n.contains(&ip));
+        let fam_key = familiar_key(ip, p);
+        let mut shared = false;
+        // Whether the source has failed against other accounts: a spraying source. An unfamiliar
+        // source that has not looks like an owner's first sign-in from home.
+        let mut suspicious = false;
+        let acct_tag = key.0 as u32;
+        let spray_window = p.spray.window.ms();
+        let src_window = p.sources.window.ms();
+        if !trusted {
+            for net in SourceKeys::of(ip, p).iter() {
+                if let Some(s) = self.sources.get(&SourceKey { tenant: rt.id, net }) {
+                    let others = s.failed_accounts.count(now, spray_window)
+                        - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
+                    let need = if net.is_host() {
+                        1
+                    } else {
+                        SUSPICIOUS_PREFIX_ACCOUNTS
+                    };
+                    // A NAT whose failures are outweighed by successes (the failure_ratio rule of
+                    // source blocks) is busy, not suspicious.
+                    let successes = s.successes.count(now, src_window);
+                    let busy_and_good = successes > 0
+                        && f64::from(s.fails.count(now, src_window))
+                            <= p.sources.failure_ratio * f64::from(successes);
+                    suspicious |= others >= need && !busy_and_good;
+                    if s.block.active(now) {
+                        let (counter, value, limit) = s
+                            .block_reason
+                            .as_ref()
+                            .map(|(c, v, l)| (c.clone(), *v, *l))
+                            .unwrap_or_default();
+                        let fired = Fired {
+                            counter: static_counter(&counter),
+                            value,
+                            limit,
+                        };
+                        return Self::block(
+                            Reason::SourceBlocked,
+                            retry(s.block.until - now),
+                            fired,
+                            unfamiliar,
+                        );
+                    }
+                }
+            }
+            self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
+            if let Err(not_until) = rt.limiter.check_key(&ip) {
+                let wait = not_until.wait_time_from(self.rate_clock.now());
+                let fired = Fired {
+                    counter: "source_rate_per_second",
+                    value: u64::from(p.sources.rate_per_second) + 1,
+                    limit: u64::from(p.sources.rate_per_second),
+                };
+                return Self::block(
+                    Reason::RateLimited,
+                    Some(wait.max(Duration::from_millis(1))),
+                    fired,
+                    unfamiliar,
+                );
+            }
+        }
+        if p.familiar.shared_after_accounts > 0 {
+            if let Some(s) = self.sources.get(&SourceKey {
+                tenant: rt.id,
+                net: fam_key,
+            }) {
+                shared = !s.block.active(now)
+                    && s.good_accounts.count(now, p.familiar.familiar_for.ms())
+                        >= p.familiar.shared_after_accounts as usize;
+            }
+        }
+        let sprayed = fp.is_some_and(|h| self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)));
+
+        let mut acct = match name {
+            Some(name) => self
+                .accounts
+                .entry(key)
+                .or_insert_with(|| AccountState::new(rt.name.clone(), name, now)),
+            None => match self.accounts.get_mut(&key) {
+                Some(a) => a,
+                // Evicted between the lookup and here: start afresh with the normalised name lost;
+                // only the admin view misses it, every rule still holds.
+                None => self
+                    .accounts
+                    .entry(key)
+                    .or_insert_with(|| AccountState::new(rt.name.clone(), "?".into(), now)),
+            },
+        };
+        acct.last_seen = now;
+        let familiarity = if acct.is_familiar(fam_key, now, p.familiar.familiar_for.ms()) {
+            Familiarity::Personal
+        } else if shared {
+            Familiarity::Shared
+        } else {
+            Familiarity::Unfamiliar
+        };
+        let familiar = familiarity.is_familiar();
+        let c = class(familiar);
+
+        if let Some(h) = fp {
+            if p.lockout.remember_bad > 0 && acct.knows_bad(h, now, p.lockout.remember_for.ms()) {
+                // Refresh: a phone retrying an old password keeps being answered here.
+                acct.remember_bad(h, now, p.lockout.remember_bad as usize);
+                let fired = Fired {
+                    counter: "remembered_wrong_password",
+                    value: 1,
+                    limit: 1,
+                };
+                return Self::block(Reason::KnownBadPassword, None, fired, familiarity);
+            }
+        }
+        let lock = acct.locks[c];
+        if lock.active(now) {
+            let counter = if familiar {
+                "familiar_failures"
+            } else {
+                "unfamiliar_failures"
+            };
+            let limit = u64::from(p.lockout_threshold(familiar));
+            let fired = Fired {
+                counter,
+                value: limit,
+                limit,
+            };
+            return Self::block(
+                Reason::AccountLocked,
+                retry(lock.until - now),
+                fired,
+                familiarity,
+            );
+        }
+        if acct.mirror.is_locked(now) {
+            let fired = Fired {
+                counter: "directory_locked",
+                value: 1,
+                limit: 1,
+            };
+            return Self::block(
+                Reason::DirectoryLocked,
+                retry(acct.mirror.locked_until - now),
+                fired,
+                familiarity,
+            );
+        }
+        // An account that unfamiliar sources keep failing on is under attack: no exemption then.
+        let under_attack = acct.locks[0]
+            .until
+            .saturating_add(p.lockout.max_duration.ms())
+            > now
+            || acct.fails[0].count(now, p.lockout.window.ms()) >= UNDER_ATTACK_FAILURES;
+        if sprayed
+            && familiarity == Familiarity::Unfamiliar
+            && (suspicious || under_attack || !p.spray.clean_source_exempt)
+        {
+            let fired = Fired {
+                counter: "accounts_per_password",
+                value: u64::from(p.spray.accounts_per_password) + 1,
+                limit: u64::from(p.spray.accounts_per_password),
+            };
+            return Self::block(Reason::SprayedPassword, None, fired, familiarity);
+        }
+        let window = p.directory.observation_window.ms();
+        let spent = acct.mirror.effective(now, window) + acct.pending;
+        let budget = p.budget(familiar);
+        if spent + 1 > budget {
+            let left = if acct.mirror.effective(now, window) > 0 {
+                acct.mirror.bad_time + window - now
+            } else {
+                window
+            };
+            let counter = if familiar {
+                "directory_budget_familiar"
+            } else {
+                "directory_budget_unfamiliar"
+            };
+            let fired = Fired {
+                counter,
+                value: u64::from(spent),
+                limit: u64::from(budget),
+            };
+            return Self::block(Reason::DirectoryBudget, retry(left), fired, familiarity);
+        }
+        Decision {
+            verdict: Verdict::Forward,
+            assessed: Verdict::Forward,
+            reason: None,
+            retry_after: None,
+            fired: None,
+            familiarity,
+            attempt_id: None,
+        }
+    }
+
+    /// Records what the directory answered for a forwarded attempt. `fingerprint` is the agent's
+    /// fingerprint of the password, for when the request carried none.
+    ///
+    /// An unknown or already reported id is refused and changes nothing.
+    pub fn outcome(
+        &self,
+        attempt_id: u64,
+        result: Outcome,
+        fingerprint: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<OutcomeEffects> {
+        let now = now.as_millis();
+        let (_, pend) = self
+            .pending
+            .remove(&attempt_id)
+            .ok_or(Error::UnknownAttempt(attempt_id))?;
+        let rt = self.tenant(&pend.tenant)?;
+        let p = &*rt.policy;
+        let fp = pend
+            .fp
+            .or_else(|| fingerprint.map(|f| self.fingerprint_hash(&rt.name, f)));
+        let mut fx = OutcomeEffects::default();
+        let familiar = pend.familiar;
+        let c = class(familiar);
+        let trusted = p.sources.trusted.iter().any(|n| n.contains(&pend.ip));
+        let acct_tag = pend.account.0 as u32;
+        let mut sprayed_success = None;
+
+        if result == Outcome::Success {
+            if let Some(h) = fp {
+                if self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)) {
+                    sprayed_success = Some(h);
+                }
+            }
+        }
+
+        // The account.
+        if let Some(mut acct) = self.accounts.get_mut(&pend.account) {
+            acct.pending = acct.pending.saturating_sub(1);
+            acct.last_seen = acct.last_seen.max(now);
+            let d = &p.directory;
+            match result {
+                Outcome::WrongPassword => {
+                    acct.unknown = false;
+                    acct.mirror.record_bad(
+                        now,
+                        d.observation_window.ms(),
+                        d.lockout_threshold,
+                        d.lockout_duration.ms(),
+                    );
+                    let w = p.lockout.window.ms();
+                    acct.fails[c].add(now, w, 1);
+                    if acct.fails[c].count(now, w) >= p.lockout_threshold(familiar)
+                        && !acct.locks[c].active(now)
+                    {
+                        acct.locks[c].start(
+                            now,
+                            p.lockout.duration.ms(),
+                            p.lockout.growth,
+                            p.lockout.max_duration.ms(),
+                        );
+                        acct.fails[c].reset();
+                        fx.lockout_started = true;
+                    }
+                    if let Some(h) = fp {
+                        acct.remember_bad(h, now, p.lockout.remember_bad as usize);
+                    }
+                }
+                Outcome::Success | Outcome::MustChangePassword => {
+                    acct.unknown = false;
+                    if result == Outcome::Success {
+                        acct.mirror.record_success(now);
+                    }
+                    acct.fails[c].reset();
+                    acct.add_familiar(
+                        familiar_key(pend.ip, p),
+                        now,
+                        p.familiar.familiar_max as usize,
+                    );
+                    if let Some(h) = sprayed_success {
+                        if acct.flagged.is_none() {
+                            fx.account_flagged = true;
+                        }
+                        acct.flagged = Some((h, now));
+                    }
+                }
+                Outcome::UnknownUser => acct.unknown = true,
+                Outcome::Locked => {
+                    acct.mirror.locked_until = now + d.lockout_duration.ms();
+                }
+                _ => {}
+            }
+            if matches!(
+                result,
+                Outcome::WrongPassword
+                    | Outcome::Success
+                    | Outcome::MustChangePassword
+                    | Outcome::Locked
+            ) && self.store.is_some()
+            {
+                self.dirty_accounts.insert(pend.account);
+            }
+        }
+
+        // The sources.
+        let window = p.sources.window.ms();
+        match result {
+            Outcome::WrongPassword | Outcome::UnknownUser => {
+                for net in SourceKeys::of(pend.ip, p).iter() {
+                    let skey = SourceKey { tenant: rt.id, net };
+                    let mut s = self.sources.entry(skey).or_default();
+                    s.last_seen = now;
+                    s.fails.add(now, window, 1);
+                    s.failed_accounts.insert(
+                        acct_tag,
+                        now,
+                        p.spray.accounts_per_source as usize + 1,
+                    );
+                    if trusted || s.block.active(now) {
+                        continue;
+                    }
+                    let fails = s.fails.count(now, window);
+                    let accounts = s.failed_accounts.count(now, window) as u32;
+                    let successes = s.successes.count(now, window);
+                    let too_many = if accounts > p.spray.accounts_per_source {
+                        Some((
+                            "source_failed_accounts",
+                            accounts,
+                            p.spray.accounts_per_source,
+                        ))
+                    } else if fails >= p.sources.max_failures {
+                        Some(("source_failures", fails, p.sources.max_failures))
+                    } else {
+                        None
+                    };
+                    if let Some((counter, value, limit)) = too_many {
+                        if f64::from(fails) > p.sources.failure_ratio * f64::from(successes) {
+                            s.block.start(
+                                now,
+                                p.sources.block_duration.ms(),
+                                p.sources.block_growth,
+                                p.sources.block_max_duration.ms(),
+                            );
+                            s.block_reason =
+                                Some((counter.to_string(), u64::from(value), u64::from(limit)));
+                            fx.source_blocked = true;
+                            if self.store.is_some() {
+                                self.dirty_sources.insert(skey);
+                            }
+                        }
+                    }
+                }
+                if let Some(h) = fp {
+                    let mut sp = self.sprays.entry(h).or_default();
+                    sp.last_seen = now;
+                    let thr = p.spray.accounts_per_password;
+                    sp.accounts.insert(acct_tag, now, thr as usize + 1);
+                    let was = sp.is_sprayed(now);
+                    if sp.accounts.count(now, p.spray.window.ms()) as u32 > thr || was {
+                        if !was {
+                            sp.detected_at = now;
+                            fx.spray_detected = true;
+                        }
+                        sp.sprayed_until = now + p.spray.sprayed_for.ms();
+                        if self.store.is_some() {
+                            self.dirty_sprays.insert(h);
+                        }
+                    }
+                }
+            }
+            Outcome::Success | Outcome::MustChangePassword => {
+                let fam = familiar_key(pend.ip, p);
+                let mut fam_done = false;
+                for net in SourceKeys::of(pend.ip, p).iter() {
+                    let mut s = self
+                        .sources
+                        .entry(SourceKey { tenant: rt.id, net })
+                        .or_default();
+                    s.last_seen = now;
+                    s.successes.add(now, window, 1);
+                    if net == fam {
+                        let cap = p.familiar.shared_after_accounts as usize;
+                        s.good_accounts.insert(acct_tag, now, cap);
+                        fam_done = true;
+                    }
+                }
+                if !fam_done && p.familiar.shared_after_accounts > 0 {
+                    let mut s = self
+                        .sources
+                        .entry(SourceKey {
+                            tenant: rt.id,
+                            net: fam,
+                        })
+                        .or_default();
+                    s.last_seen = now;
+                    s.good_accounts.insert(
+                        acct_tag,
+                        now,
+                        p.familiar.shared_after_accounts as usize,
+                    );
+                }
+                if let Some(h) = sprayed_success {
+                    if let Some(mut sp) = self.sprays.get_mut(&h) {
+                        if sp.flagged.len() < 1000 {
+                            let name = self
+                                .accounts
+                                .get(&pend.account)
+                                .map(|a| a.name.clone())
+                                .unwrap_or_else(|| "?".into());
+                            if !sp.flagged.iter().any(|(_, n)| *n == name) {
+                                sp.flagged.push((rt.name.clone(), name));
+                            }
+                        }
+                        if self.store.is_some() {
+                            self.dirty_sprays.insert(h);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if fx.lockout_started {
+            self.counters.lockouts.fetch_add(1, Ordering::Relaxed);
+        }
+        if fx.source_blocked {
+            self.counters.source_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        if fx.spray_detected {
+            self.counters.sprays.fetch_add(1, Ordering::Relaxed);
+        }
+        if fx.account_flagged {
+            self.counters.flagged.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(fx)
+    }
+
+    /// Drops attempts in flight for longer than their tenant's observation window: by then the
+    /// directory has forgotten them too.
+    fn expire_pending(&self, now: i64) {
+        let policy = self.policy();
+        let mut expired = Vec::new();
+        self.pending.retain(|_, p| {
+            let w = policy
+                .for_tenant(&p.tenant)
+                .directory
+                .observation_window
+                .ms();
+            let keep = now - p.at < w;
+            if !keep {
+                expired.push(p.account);
+            }
+            keep
+        });
+        for key in expired {
+            if let Some(mut a) = self.accounts.get_mut(&key) {
+                a.pending = a.pending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Housekeeping at `now`: expires attempts in flight, drops idle entries, trims rate-limit
+    /// buckets. Call it every few seconds (the server) or every few thousand events (replay).
+    pub fn maintain(&self, now: Timestamp) {
+        let now = now.as_millis();
+        self.expire_pending(now);
+        let policy = self.policy();
+        let mut removed = Vec::new();
+        self.accounts.retain(|k, a| {
+            let keep = account_value(a, &policy, now) > 0;
+            if !keep {
+                removed.push(*k);
+            }
+            keep
+        });
+        if self.store.is_some() {
+            for k in removed {
+                self.dirty_accounts.insert(k);
+            }
+        }
+        let day = 86_400_000;
+        self.sources.retain(|_, s| {
+            s.block.active(now)
+                || now - s.last_seen < day
+                || !s.good_accounts.is_empty() && now - s.last_seen < 30 * day
+        });
+        self.sprays
+            .retain(|_, s| s.is_sprayed(now) || now - s.last_seen < day);
+        for t in self.tenants.read().values() {
+            t.limiter.retain_recent();
+        }
+        if self.accounts.len() > self.limits.max_accounts
+            || self.sources.len() > self.limits.max_sources
+        {
+            self.evict(now);
+        }
+        if self.sprays.len() > self.limits.max_sprays {
+            let target = self.limits.max_sprays * 9 / 10;
+            let mut cands: Vec<(i64, u64)> = self
+                .sprays
+                .iter()
+                .filter(|e| !e.is_sprayed(now))
+                .map(|e| (e.last_seen, *e.key()))
+                .collect();
+            cands.sort_unstable();
+            let excess = self.sprays.len().saturating_sub(target);
+            for (_, k) in cands.into_iter().take(excess) {
+                self.sprays.remove(&k);
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Brings maps over their cap back to 90% of it, least valuable and least recently seen first.
+    fn evict(&self, now: i64) {
+        let policy = self.policy();
+        if self.accounts.len() > self.limits.max_accounts {
+            let target = self.limits.max_accounts * 9 / 10;
+            let mut cands: Vec<(u8, i64, AccountKey)> = self
+                .accounts
+                .iter()
+                .map(|e| {
+                    (
+                        account_value(e.value(), &policy, now),
+                        e.last_seen,
+                        *e.key(),
+                    )
+                })
+                .filter(|c| c.0 < 3)
+                .collect();
+            cands.sort_unstable();
+            let excess = self.accounts.len().saturating_sub(target);
+            for (_, _, k) in cands.into_iter().take(excess) {
+                self.accounts.remove(&k);
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                if self.store.is_some() {
+                    self.dirty_accounts.insert(k);
+                }
+            }
+        }
+        if self.sources.len() > self.limits.max_sources {
+            let target = self.limits.max_sources * 9 / 10;
+            let mut cands: Vec<(bool, i64, SourceKey)> = self
+                .sources
+                .iter()
+                .filter(|e| !e.block.active(now))
+                .map(|e| (!e.good_accounts.is_empty(), e.last_seen, *e.key()))
+                .collect();
+            cands.sort_unstable_by_key(|c| (c.0, c.1));
+            let excess = self.sources.len().saturating_sub(target);
+            for (_, _, k) in cands.into_iter().take(excess) {
+                self.sources.remove(&k);
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes every changed durable record to the store. Returns how many records were written.
+    pub fn flush(&self) -> Result<usize> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut batch = Batch::default();
+        let keys: Vec<AccountKey> = self.dirty_accounts.iter().map(|k| *k).collect();
+        for k in keys {
+            self.dirty_accounts.remove(&k);
+            let key = k.0.to_be_bytes().to_vec();
+            match self.accounts.get(&k) {
+                Some(a) => batch.put(Kind::Account, key, encode(&*a)?),
+                None => batch.remove(Kind::Account, key),
+            }
+        }
+        let keys: Vec<SourceKey> = self.dirty_sources.iter().map(|k| *k).collect();
+        for k in keys {
+            self.dirty_sources.remove(&k);
+            let key = encode(&(k.tenant, k.net))?;
+            match self.sources.get(&k) {
+                Some(s) => batch.put(Kind::Source, key, encode(&*s)?),
+                None => batch.remove(Kind::Source, key),
+            }
+        }
+        let keys: Vec<u64> = self.dirty_sprays.iter().map(|k| *k).collect();
+        for k in keys {
+            self.dirty_sprays.remove(&k);
+            let key = k.to_be_bytes().to_vec();
+            match self.sprays.get(&k) {
+                Some(s) => batch.put(Kind::Spray, key, encode(&*s)?),
+                None => batch.remove(Kind::Spray, key),
+            }
+        }
+        let n = batch.ops.len();
+        store.apply(batch)?;
+        Ok(n)
+    }
+
+    fn load(&self) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for (k, v) in store.load(Kind::Account)? {
+            let key = u128::from_be_bytes(
+                k.as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("accounts", &k, "key length"))?,
+            );
+            let state: AccountState = decode(&v).map_err(|e| corrupt("accounts", &k, &e))?;
+            self.accounts.insert(AccountKey(key), state);
+        }
+        for (k, v) in store.load(Kind::Source)? {
+            let (tenant, net): (u64, NetKey) =
+                decode(&k).map_err(|e| corrupt("sources", &k, &e))?;
+            let state: SourceState = decode(&v).map_err(|e| corrupt("sources", &k, &e))?;
+            self.sources.insert(SourceKey { tenant, net }, state);
+        }
+        for (k, v) in store.load(Kind::Spray)? {
+            let key = u64::from_be_bytes(
+                k.as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("sprays", &k, "key length"))?,
+            );
+            let state: SprayState = decode(&v).map_err(|e| corrupt("sprays", &k, &e))?;
+            self.sprays.insert(key, state);
+        }
+        Ok(())
+    }
+
+    /// Current sizes and totals.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            accounts: self.accounts.len(),
+            sources: self.sources.len(),
+            sprays: self.sprays.len(),
+            pending: self.pending.len(),
+            lockouts_started: self.counters.lockouts.load(Ordering::Relaxed),
+            source_blocks_started: self.counters.source_blocks.load(Ordering::Relaxed),
+            sprays_detected: self.counters.sprays.load(Ordering::Relaxed),
+            accounts_flagged: self.counters.flagged.load(Ordering::Relaxed),
+            evicted: self.counters.evicted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How much an account's state protects it: 0 idle (droppable), 1 low (recent failures only),
+/// 2 (an unknown user with history), 3 protected (lockout, in flight, directory counter near its
+/// threshold, familiar locations, flag): never evicted for space.
+fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
+    let p = policy.for_tenant(&a.tenant);
+    let dir_window = p.directory.observation_window.ms();
+    let near = a.mirror.effective(now, dir_window) * 2 >= p.budget(false).max(1);
+    let familiar = a
+        .familiar
+        .iter()
+        .any(|&(_, t)| now - t < p.familiar.familiar_for.ms());
+    if a.pending > 0
+        || a.locks.iter().any(|l| l.active(now))
+        || a.mirror.is_locked(now)
+        || near
+        || familiar
+        || a.flagged.is_some()
+    {
+        return 3;
+    }
+    let busy = a.mirror.effective(now, dir_window) > 0
+        || a.fails
+            .iter()
+            .any(|f| !f.is_idle(now, p.lockout.window.ms()))
+        || a.knows_any_bad(now, p.lockout.remember_for.ms());
+    match (busy, a.unknown) {
+        (false, _) => 0,
+        (true, true) => 1,
+        (true, false) => 2,
+    }
+}
+
+impl AccountState {
+    fn knows_any_bad(&self, now: i64, for_ms: i64) -> bool {
+        self.bad_fps.iter().any(|&(_, t)| now - t < for_ms)
+    }
+}
+
+fn static_counter(s: &str) -> &'static str {
+    match s {
+        "source_failed_accounts" => "source_failed_accounts",
+        "source_failures" => "source_failures",
+        _ => "source_blocked",
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    bincode::serialize(v).map_err(|e| Error::Corrupt {
+        key: "(encoding)".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &[u8]) -> std::result::Result<T, String> {
+    bincode::deserialize(v).map_err(|e| e.to_string())
+}
+
+fn corrupt(tree: &str, key: &[u8], reason: &str) -> Error {
+    let hex: String = key.iter().take(32).map(|b| format!("{b:02x}")).collect();
+    Error::Corrupt {
+        key: format!("{tree}/{hex}"),
+        reason: reason.to_string(),
+    }
+}

@@ -1,0 +1,115 @@
+//! Sign-in name normalisation: one account, one counter.
+//!
+//! A name is trimmed, put in Unicode NFKC and lower-cased, as the directory matches it, so that
+//! ` ALICE@Contoso.com`, its fullwidth form and `alice@contoso.com` are one account. Invariant:
+//! `normalize(normalize(x)) == normalize(x)`, and the result is never empty (an empty result is an
+//! error). Pure ASCII names, the common case, take a fast path with no Unicode tables.
+
+use crate::error::{Error, Result};
+use unicode_normalization::UnicodeNormalization;
+
+/// The longest normalised name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Normalises `name` into `out` (cleared first), so callers can reuse one buffer.
+pub fn normalize_into(name: &str, out: &mut String) -> Result<()> {
+    out.clear();
+    if name.len() > MAX_NAME_BYTES * 4 {
+        return Err(too_long());
+    }
+    if name.is_ascii() {
+        let t = name.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
+        out.extend(t.bytes().map(|b| b.to_ascii_lowercase() as char));
+    } else {
+        // NFKC first: it turns ideographic and no-break spaces into plain ones, then trim them.
+        let nfkc: String = name.nfkc().collect();
+        let lower = nfkc.trim_matches(is_trimmed).to_lowercase();
+        // Lower-casing can leave a string that is not NFKC again (rare); normalise once more.
+        out.extend(lower.nfkc());
+        let trimmed_len = out.trim_end_matches(is_trimmed).len();
+        out.truncate(trimmed_len);
+        let lead = out.len() - out.trim_start_matches(is_trimmed).len();
+        out.drain(..lead);
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidInput {
+            field: "user",
+            reason: "the name is empty after trimming and normalisation".into(),
+        });
+    }
+    if out.len() > MAX_NAME_BYTES {
+        return Err(too_long());
+    }
+    Ok(())
+}
+
+/// Normalises `name` into a new string.
+///
+/// # Examples
+/// ```
+/// use portcullis_engine::normalize::normalize;
+/// assert_eq!(normalize(" ALICE@Contoso.com").unwrap(), "alice@contoso.com");
+/// assert_eq!(normalize("ａｌｉｃｅ@contoso.com").unwrap(), "alice@contoso.com");
+/// ```
+pub fn normalize(name: &str) -> Result<String> {
+    let mut out = String::with_capacity(name.len());
+    normalize_into(name, &mut out)?;
+    Ok(out)
+}
+
+fn is_trimmed(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || c == '\u{200b}' || c == '\u{feff}'
+}
+
+fn too_long() -> Error {
+    Error::InvalidInput {
+        field: "user",
+        reason: format!("longer than {MAX_NAME_BYTES} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_of_one_name_are_one_account() {
+        let want = "kayla.dalcott@contoso.com";
+        for v in [
+            "kayla.dalcott@contoso.com",
+            " KAYLA.DALCOTT@CONTOSO.COM ",
+            "\tKayla.Dalcott@contoso.com",
+            "\u{a0}kayla.dalcott@contoso.com\u{3000}",
+            "ｋａｙｌａ.ｄａｌｃｏｔｔ@contoso.com",
+            "\u{212a}ayla.dalcott@contoso.com",
+            "kayla.dalcott@contoſo.com",
+            "𝐤𝐚𝐲𝐥𝐚.dalcott@contoso.com",
+        ] {
+            assert_eq!(normalize(v).unwrap(), want, "variant {v:?}");
+        }
+        assert_eq!(normalize("ﬁona@x.org").unwrap(), "fiona@x.org");
+    }
+
+    #[test]
+    fn refuses_names_that_normalise_to_nothing() {
+        for v in ["", "   ", "\t\u{3000}\u{a0}", "\u{200b}"] {
+            assert!(normalize(v).is_err(), "{v:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn refuses_overlong_names() {
+        assert!(normalize(&"a".repeat(MAX_NAME_BYTES + 1)).is_err());
+        assert!(normalize(&"é".repeat(1 << 20)).is_err());
+        assert!(normalize(&"a".repeat(MAX_NAME_BYTES)).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalisation_is_idempotent(s in "\\PC{0,40}") {
+            if let Ok(once) = normalize(&s) {
+                proptest::prop_assert_eq!(normalize(&once).unwrap(), once);
+            }
+        }
+    }
+}

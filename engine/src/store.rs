@@ -1,0 +1,210 @@
+//! Durable state: a small store trait with an embedded sled implementation.
+//!
+//! The engine keeps hot state in memory and writes behind: [`crate::Engine::flush`] hands the
+//! store a [`Batch`] of records that changed (lockouts, directory mirrors, familiar locations,
+//! remembered wrong fingerprints as keyed hashes, sprayed fingerprints as keyed hashes, source
+//! blocks). A record is an opaque key and a bincode value; the store never interprets them.
+//! Invariant: each tree's share of a batch is applied atomically, and `apply` returns only once
+//! the batch is durable (sled is flushed).
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// The kinds of record, one sled tree each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Per-account state.
+    Account,
+    /// Per-source blocks.
+    Source,
+    /// Per-fingerprint spray state.
+    Spray,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Account, Kind::Source, Kind::Spray];
+
+    /// The tree name.
+    pub fn tree(self) -> &'static str {
+        match self {
+            Kind::Account => "accounts",
+            Kind::Source => "sources",
+            Kind::Spray => "sprays",
+        }
+    }
+}
+
+/// Records to write (`Some(value)`) and remove (`None`), applied together and in order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The writes, in order.
+    pub ops: Vec<(Kind, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Queues an insert or replace.
+    pub fn put(&mut self, kind: Kind, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((kind, key, Some(value)));
+    }
+
+    /// Queues a removal.
+    pub fn remove(&mut self, kind: Kind, key: Vec<u8>) {
+        self.ops.push((kind, key, None));
+    }
+}
+
+/// Where the engine's durable state lives.
+pub trait Store: Send + Sync {
+    /// Every record of `kind`.
+    fn load(&self, kind: Kind) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Writes `batch` durably.
+    fn apply(&self, batch: Batch) -> Result<()>;
+    /// The per-installation secret that keys every hash, created on first use.
+    fn secret(&self) -> Result<[u8; 32]>;
+}
+
+/// The embedded sled store.
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(SledStore { db })
+    }
+
+    /// Opens a store that lives only in memory (tests, replay).
+    pub fn temporary() -> Result<SledStore> {
+        Ok(SledStore {
+            db: sled::Config::new().temporary(true).open()?,
+        })
+    }
+
+    /// Number of records of `kind`.
+    pub fn len(&self, kind: Kind) -> Result<usize> {
+        Ok(self.db.open_tree(kind.tree())?.len())
+    }
+}
+
+impl Store for SledStore {
+    fn load(&self, kind: Kind) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tree = self.db.open_tree(kind.tree())?;
+        let mut out = Vec::with_capacity(tree.len());
+        for item in tree.iter() {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for kind in Kind::ALL {
+            let mut b = sled::Batch::default();
+            let mut any = false;
+            for (k, key, value) in &batch.ops {
+                if *k == kind {
+                    match value {
+                        Some(v) => b.insert(key.as_slice(), v.as_slice()),
+                        None => b.remove(key.as_slice()),
+                    }
+                    any = true;
+                }
+            }
+            if any {
+                self.db.open_tree(kind.tree())?.apply_batch(b)?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn secret(&self) -> Result<[u8; 32]> {
+        let meta = self.db.open_tree("meta")?;
+        if let Some(v) = meta.get("secret")? {
+            return <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt {
+                key: "meta/secret".into(),
+                reason: format!("expected 32 bytes, found {}", v.len()),
+            });
+        }
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        // Another process may race us: keep whichever secret landed first.
+        match meta.compare_and_swap("secret", None as Option<&[u8]>, Some(&key[..]))? {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(key)
+            }
+            Err(cas) => {
+                let v = cas.current.ok_or_else(|| Error::Corrupt {
+                    key: "meta/secret".into(),
+                    reason: "vanished during creation".into(),
+                })?;
+                <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt {
+                    key: "meta/secret".into(),
+                    reason: "wrong length".into(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn secret_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledStore::open(dir.path()).unwrap().secret().unwrap();
+        let again = SledStore::open(dir.path()).unwrap().secret().unwrap();
+        assert_eq!(first, again);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Model-based: random batches applied to sled and to a HashMap agree after reopening.
+        #[test]
+        fn sled_store_matches_a_hashmap(ops in proptest::collection::vec((0u8..3, 0u8..16, proptest::option::of(any::<u16>())), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut model: HashMap<(u8, u8), u16> = HashMap::new();
+            {
+                let store = SledStore::open(dir.path()).unwrap();
+                for chunk in ops.chunks(7) {
+                    let mut batch = Batch::default();
+                    for &(kind, key, value) in chunk {
+                        let k = Kind::ALL[kind as usize];
+                        match value {
+                            Some(v) => { batch.put(k, vec![key], v.to_be_bytes().to_vec()); model.insert((kind, key), v); }
+                            None => { batch.remove(k, vec![key]); model.remove(&(kind, key)); }
+                        }
+                    }
+                    store.apply(batch).unwrap();
+                }
+            }
+            let store = SledStore::open(dir.path()).unwrap();
+            let mut found: HashMap<(u8, u8), u16> = HashMap::new();
+            for (i, kind) in Kind::ALL.iter().enumerate() {
+                for (k, v) in store.load(*kind).unwrap() {
+                    found.insert((i as u8, k[0]), u16::from_be_bytes([v[0], v[1]]));
+                }
+            }
+            prop_assert_eq!(found, model);
+        }
+    }
+}

@@ -1,0 +1,1073 @@
+//! Sign-in trace format, version 1 (`shared/trace-format.md`): parsing, writing and streaming.
+//!
+//! A trace is JSON Lines, one sign-in attempt per line, in ascending `ts` order; a file whose name
+//! ends in `.gz` is gzip-compressed. This module turns lines into [`TraceEvent`]s
+//! ([`parse_line`]), events back into lines ([`to_json_line`]) and reads whole files as a stream
+//! ([`TraceReader`]).
+//!
+//! What always holds:
+//! - A line either parses completely or yields a [`TraceError::Line`] carrying its 1-based line
+//!   number and naming the offending field; nothing is guessed or defaulted except `tenant`
+//!   (`"default"` when absent) and the optional `label` / `app`. Unknown extra fields are ignored.
+//! - A [`TraceReader`] never yields an event whose `ts` is earlier than the one before it (equal
+//!   stamps are fine), and it stops after the first error.
+//! - No error message ever contains a `pw` token: tokens are secrets (keyed password fingerprints)
+//!   in production.
+//! - [`to_json_line`] output parses back with [`parse_line`] to an equal event.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// Tenant id used when a line has no `tenant` field.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Buffer size for [`TraceReader::open`], in bytes (1 MiB): traces are read sequentially and
+/// can be gigabytes, so large reads pay off.
+const READ_BUFFER_BYTES: usize = 1 << 20;
+
+/// Longest prefix of an offending value quoted in an error message, in characters.
+const MAX_QUOTED_CHARS: usize = 64;
+
+/// What went wrong reading a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The trace file could not be opened or its size read.
+    #[error("cannot open trace {}: {source}", path.display())]
+    Open {
+        /// The path given to [`TraceReader::open`].
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Reading (or decompressing) the trace failed part-way.
+    #[error("trace read error: {0}")]
+    Io(#[from] io::Error),
+    /// A line is not a valid trace event, or is out of time order.
+    #[error("line {line}: {message}")]
+    Line {
+        /// 1-based line number in the (decompressed) trace.
+        line: u64,
+        /// The field at fault (`ts`, `user`, ...), when one is.
+        field: Option<&'static str>,
+        /// What is wrong, naming the field, e.g. ``field `ts`: invalid RFC 3339 instant "2026-13-01"``.
+        /// Never contains a `pw` value.
+        message: String,
+    },
+}
+
+impl TraceError {
+    fn field(line: u64, field: &'static str, what: impl fmt::Display) -> Self {
+        TraceError::Line {
+            line,
+            field: Some(field),
+            message: format!("field `{field}`: {what}"),
+        }
+    }
+}
+
+/// What the directory would answer for an attempt if it reached it and the account were not locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truth {
+    /// The password is the account's current password.
+    Correct,
+    /// The account exists and the password is not its current one.
+    Wrong,
+    /// No such account in the tenant.
+    UnknownUser,
+}
+
+impl Truth {
+    /// The trace-format spelling: `correct`, `wrong` or `unknown_user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truth::Correct => "correct",
+            Truth::Wrong => "wrong",
+            Truth::UnknownUser => "unknown_user",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "correct" => Some(Truth::Correct),
+            "wrong" => Some(Truth::Wrong),
+            "unknown_user" => Some(Truth::UnknownUser),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Truth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Ground-truth origin of an attempt, for scoring only: the engine never reads it for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    /// The account's owner (or their devices).
+    Legit,
+    /// An attacker.
+    Attack,
+}
+
+impl Label {
+    /// The trace-format spelling: `legit` or `attack`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Legit => "legit",
+            Label::Attack => "attack",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "legit" => Some(Label::Legit),
+            "attack" => Some(Label::Attack),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One sign-in attempt as the broker saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// When the attempt arrived, in milliseconds since the Unix epoch, UTC. Sub-millisecond
+    /// digits in the trace are truncated (floored).
+    pub ts_ms: i64,
+    /// Tenant id; `"default"` ([`DEFAULT_TENANT`]) when the line has none.
+    pub tenant: String,
+    /// The sign-in name exactly as typed (case, spaces and Unicode form may vary).
+    pub user: String,
+    /// Client address as the broker saw it.
+    pub ip: IpAddr,
+    /// Opaque password token: equal tokens mean the same password. Secret: never log it.
+    pub pw: String,
+    /// What the directory would answer (see [`Truth`]).
+    pub truth: Truth,
+    /// Scoring label, when the trace has one.
+    pub label: Option<Label>,
+    /// Client kind (`browser`, `activesync`, `legacy`, ...), when the trace has one.
+    pub app: Option<String>,
+}
+
+/// A field value as found on the line: a string (borrowed when it had no escapes), something
+/// else (remembered only by kind, so that errors can say "found a number"), or absent.
+#[derive(Default)]
+enum RawField<'a> {
+    #[default]
+    Missing,
+    Str(Cow<'a, str>),
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawFieldVisitor(PhantomData))
+    }
+}
+
+struct RawFieldVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for RawFieldVisitor<'a> {
+    type Value = RawField<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(RawField::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(RawField::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(RawField::Str(Cow::Owned(v)))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(RawField::Other("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(RawField::Other("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(RawField::Other("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(RawField::Other("a number"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(RawField::Other("null"))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(RawField::Other("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(RawField::Other("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(RawField::Other("an object"))
+    }
+}
+
+/// The line as deserialized, borrowing from it; converted and checked by [`parse_line`].
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(default, borrow)]
+    ts: RawField<'a>,
+    #[serde(default, borrow)]
+    tenant: RawField<'a>,
+    #[serde(default, borrow)]
+    user: RawField<'a>,
+    #[serde(default, borrow)]
+    ip: RawField<'a>,
+    #[serde(default, borrow)]
+    pw: RawField<'a>,
+    #[serde(default, borrow)]
+    truth: RawField<'a>,
+    #[serde(default, borrow)]
+    label: RawField<'a>,
+    #[serde(default, borrow)]
+    app: RawField<'a>,
+}
+
+/// Quotes a (non-secret) offending value for an error message, shortened if long.
+fn quoted(s: &str) -> String {
+    if s.chars().count() <= MAX_QUOTED_CHARS {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX_QUOTED_CHARS).collect();
+        format!("{head:?}...")
+    }
+}
+
+fn required<'f>(f: &'f RawField<'_>, name: &'static str, line: u64) -> Result<&'f str, TraceError> {
+    match f {
+        RawField::Str(s) => Ok(s),
+        RawField::Missing => Err(TraceError::field(line, name, "missing (required)")),
+        RawField::Other(kind) => Err(TraceError::field(
+            line,
+            name,
+            format_args!("expected a string, found {kind}"),
+        )),
+    }
+}
+
+/// Optional fields: absent and `null` both mean "not given".
+fn optional<'f>(
+    f: &'f RawField<'_>,
+    name: &'static str,
+    line: u64,
+) -> Result<Option<&'f str>, TraceError> {
+    match f {
+        RawField::Str(s) => Ok(Some(s)),
+        RawField::Missing | RawField::Other("null") => Ok(None),
+        RawField::Other(kind) => Err(TraceError::field(
+            line,
+            name,
+            format_args!("expected a string, found {kind}"),
+        )),
+    }
+}
+
+/// Parses one trace line. `line_no` (1-based) only labels errors.
+///
+/// Returns `Ok(None)` for a blank (whitespace-only) line. Unknown fields are ignored; a missing
+/// required field, a value of the wrong JSON type, a bad `ip`, `ts`, `truth` or `label` is an
+/// error naming the field and the line. Error messages never quote the `pw` value.
+///
+/// # Examples
+/// ```
+/// use portcullis_engine::trace::{parse_line, Truth};
+/// let line = r#"{"ts":"2026-11-03T08:00:00.123Z","user":"ann@contoso.com","ip":"192.0.2.7","pw":"0a1b2c3d4e","truth":"wrong"}"#;
+/// let ev = parse_line(line, 1).unwrap().unwrap();
+/// assert_eq!(ev.tenant, "default");
+/// assert_eq!(ev.truth, Truth::Wrong);
+/// assert!(parse_line("   ", 2).unwrap().is_none());
+/// ```
+pub fn parse_line(line: &str, line_no: u64) -> Result<Option<TraceEvent>, TraceError> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    // serde would also accept a JSON array as a struct, by position; a trace line is an object.
+    if !line.trim_start().starts_with('{') {
+        return Err(TraceError::Line {
+            line: line_no,
+            field: None,
+            message: "not a JSON object".to_owned(),
+        });
+    }
+    let raw: RawEvent<'_> = serde_json::from_str(line).map_err(|e| json_error(&e, line_no))?;
+
+    let ts = required(&raw.ts, "ts", line_no)?;
+    let ts_ms = parse_rfc3339_ms(ts).ok_or_else(|| {
+        TraceError::field(
+            line_no,
+            "ts",
+            format_args!("invalid RFC 3339 instant {}", quoted(ts)),
+        )
+    })?;
+    let tenant = optional(&raw.tenant, "tenant", line_no)?.unwrap_or(DEFAULT_TENANT);
+    let user = required(&raw.user, "user", line_no)?;
+    let ip_text = required(&raw.ip, "ip", line_no)?;
+    let ip: IpAddr = ip_text.parse().map_err(|_| {
+        TraceError::field(
+            line_no,
+            "ip",
+            format_args!("invalid IP address {}", quoted(ip_text)),
+        )
+    })?;
+    let pw = required(&raw.pw, "pw", line_no)?;
+    let truth_text = required(&raw.truth, "truth", line_no)?;
+    let truth = Truth::parse(truth_text).ok_or_else(|| {
+        TraceError::field(
+            line_no,
+            "truth",
+            format_args!(
+                "expected \"correct\", \"wrong\" or \"unknown_user\", found {}",
+                quoted(truth_text)
+            ),
+        )
+    })?;
+    let label = match optional(&raw.label, "label", line_no)? {
+        None => None,
+        Some(s) => Some(Label::parse(s).ok_or_else(|| {
+            TraceError::field(
+                line_no,
+                "label",
+                format_args!("expected \"legit\" or \"attack\", found {}", quoted(s)),
+            )
+        })?),
+    };
+    let app = optional(&raw.app, "app", line_no)?.map(str::to_owned);
+
+    Ok(Some(TraceEvent {
+        ts_ms,
+        tenant: tenant.to_owned(),
+        user: user.to_owned(),
+        ip,
+        pw: pw.to_owned(),
+        truth,
+        label,
+        app,
+    }))
+}
+
+/// Maps a serde_json error on a whole line to a [`TraceError::Line`] without echoing content:
+/// serde's "invalid type" messages quote string values, which could be a token.
+fn json_error(e: &serde_json::Error, line_no: u64) -> TraceError {
+    let message = match e.classify() {
+        serde_json::error::Category::Data => {
+            let text = e.to_string();
+            if let Some(rest) = text.strip_prefix("duplicate field `") {
+                let name = rest.split('`').next().unwrap_or("");
+                format!("field `{name}`: given more than once")
+            } else {
+                format!("not a JSON object (column {})", e.column())
+            }
+        }
+        // Syntax and EOF messages describe the position and the expected token, never a value.
+        _ => format!("invalid JSON: {e}"),
+    };
+    TraceError::Line {
+        line: line_no,
+        field: None,
+        message,
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Inverse of [`days_from_civil`]: (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    // d is in 1..=31 and m in 1..=12 by construction.
+    (if m <= 2 { y + 1 } else { y }, m as u32, d as u32)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Fast path for the shape every writer here uses, `YYYY-MM-DDTHH:MM:SS.mmmZ`; `None` for
+/// anything else (including valid RFC 3339 in another shape, left to [`parse_ts_slow`]).
+fn parse_ts_fast(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i64::from(num(0, 4)?);
+    let month = num(5, 7)?;
+    let day = num(8, 10)?;
+    let hour = num(11, 13)?;
+    let minute = num(14, 16)?;
+    let second = num(17, 19)?;
+    let milli = num(20, 23)?;
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        // Out of range, or a leap second: let the general parser decide.
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(secs * 1000 + i64::from(milli))
+}
+
+/// General RFC 3339 parsing with the `time` crate; sub-millisecond digits are floored.
+fn parse_ts_slow(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+}
+
+/// Parses an RFC 3339 instant to milliseconds since the Unix epoch (UTC), flooring sub-millisecond
+/// digits; `None` if it is not valid RFC 3339.
+///
+/// The common `YYYY-MM-DDTHH:MM:SS.mmmZ` shape takes a hand-written fast path; anything else
+/// (offsets, other precisions, lowercase `t`/`z`) goes through the `time` crate.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    parse_ts_fast(s).or_else(|| parse_ts_slow(s))
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds and `Z`, e.g.
+/// `2026-11-03T08:00:00.123Z`. Years outside 0000-9999 are written with more digits or a sign
+/// (not valid RFC 3339, but such instants cannot come from a parsed trace).
+pub fn format_rfc3339_ms(ts_ms: i64) -> String {
+    let mut s = String::with_capacity(24);
+    push_ts(&mut s, ts_ms);
+    s
+}
+
+fn push_ts(out: &mut String, ts_ms: i64) {
+    let days = ts_ms.div_euclid(86_400_000);
+    let ms_of_day = ts_ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let secs = ms_of_day / 1000;
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        ms_of_day % 1000
+    );
+}
+
+/// Appends `s` as a JSON string literal (non-ASCII kept as UTF-8, controls escaped).
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Writes one event as a trace line (without the trailing newline), fields in the order
+/// `ts, tenant, user, ip, pw, truth, label, app`; `label` and `app` are left out when `None`.
+/// `ts` is RFC 3339 UTC with milliseconds and `Z`.
+///
+/// # Examples
+/// ```
+/// use portcullis_engine::trace::{parse_line, to_json_line};
+/// let line = r#"{"ts":"2026-11-03T08:00:00.123Z","tenant":"contoso","user":"ann@contoso.com","ip":"192.0.2.7","pw":"0a1b2c3d4e","truth":"correct","label":"legit","app":"browser"}"#;
+/// let ev = parse_line(line, 1).unwrap().unwrap();
+/// assert_eq!(to_json_line(&ev), line);
+/// ```
+pub fn to_json_line(ev: &TraceEvent) -> String {
+    let mut s = String::with_capacity(96 + ev.user.len() + ev.tenant.len() + ev.pw.len());
+    s.push_str("{\"ts\":\"");
+    push_ts(&mut s, ev.ts_ms);
+    s.push_str("\",\"tenant\":");
+    push_json_str(&mut s, &ev.tenant);
+    s.push_str(",\"user\":");
+    push_json_str(&mut s, &ev.user);
+    s.push_str(",\"ip\":\"");
+    let _ = write!(s, "{}", ev.ip);
+    s.push_str("\",\"pw\":");
+    push_json_str(&mut s, &ev.pw);
+    s.push_str(",\"truth\":\"");
+    s.push_str(ev.truth.as_str());
+    s.push('"');
+    if let Some(label) = ev.label {
+        s.push_str(",\"label\":\"");
+        s.push_str(label.as_str());
+        s.push('"');
+    }
+    if let Some(app) = &ev.app {
+        s.push_str(",\"app\":");
+        push_json_str(&mut s, app);
+    }
+    s.push('}');
+    s
+}
+
+/// Counts the bytes pulled from the underlying (possibly compressed) file, for progress display.
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Streams [`TraceEvent`]s from a trace, checking line syntax and time order.
+///
+/// Blank lines are skipped. The iterator yields `Err` for the first bad line (or I/O error) and
+/// then ends: a trace is either read whole or rejected, never guessed at.
+///
+/// # Examples
+/// ```
+/// use portcullis_engine::trace::TraceReader;
+/// let text = "{\"ts\":\"2026-11-03T08:00:00.000Z\",\"user\":\"a@x\",\"ip\":\"192.0.2.1\",\"pw\":\"00\",\"truth\":\"wrong\"}\n\n";
+/// let events: Result<Vec<_>, _> = TraceReader::from_reader(text.as_bytes()).collect();
+/// assert_eq!(events.unwrap().len(), 1);
+/// ```
+pub struct TraceReader {
+    reader: Box<dyn BufRead + Send>,
+    /// Bytes read from the file itself (compressed bytes for `.gz`); `None` for plain readers.
+    raw_bytes: Option<Arc<AtomicU64>>,
+    /// Size of the file in bytes, when reading a file.
+    total_bytes: Option<u64>,
+    /// Decompressed bytes consumed as lines.
+    line_bytes: u64,
+    line_no: u64,
+    last_ts_ms: Option<i64>,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl fmt::Debug for TraceReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceReader")
+            .field("line_no", &self.line_no)
+            .field("bytes_read", &self.bytes_read())
+            .field("total_bytes", &self.total_bytes)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TraceReader {
+    /// Opens a trace file; gzip-decompresses (all members) when the name ends in `.gz`.
+    pub fn open(path: &Path) -> Result<TraceReader, TraceError> {
+        let open_err = |source| TraceError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let total = file.metadata().map_err(open_err)?.len();
+        let count = Arc::new(AtomicU64::new(0));
+        let counting = CountingReader {
+            inner: file,
+            count: Arc::clone(&count),
+        };
+        let gz = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".gz"));
+        let reader: Box<dyn BufRead + Send> = if gz {
+            Box::new(BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, counting)),
+            ))
+        } else {
+            Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, counting))
+        };
+        Ok(TraceReader {
+            raw_bytes: Some(count),
+            total_bytes: Some(total),
+            ..TraceReader::from_reader(reader)
+        })
+    }
+
+    /// Reads an uncompressed trace from any buffered reader (e.g. stdin or a byte slice).
+    pub fn from_reader<R: BufRead + Send + 'static>(reader: R) -> TraceReader {
+        TraceReader {
+            reader: Box::new(reader),
+            raw_bytes: None,
+            total_bytes: None,
+            line_bytes: 0,
+            line_no: 0,
+            last_ts_ms: None,
+            buf: Vec::with_capacity(512),
+            done: false,
+        }
+    }
+
+    /// Bytes consumed so far: from the file as stored (compressed bytes for `.gz`, read ahead by
+    /// the buffer) when opened with [`TraceReader::open`], else decompressed line bytes.
+    pub fn bytes_read(&self) -> u64 {
+        match &self.raw_bytes {
+            Some(c) => c.load(Ordering::Relaxed),
+            None => self.line_bytes,
+        }
+    }
+
+    /// Size of the file as stored (compressed size for `.gz`), in bytes; `None` for
+    /// [`TraceReader::from_reader`]. Compare with [`TraceReader::bytes_read`] for progress.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.total_bytes
+    }
+
+    /// Number of lines read so far (1-based number of the last line read; 0 before any).
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    fn fail(&mut self, e: TraceError) -> Option<Result<TraceEvent, TraceError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+}
+
+impl Iterator for TraceReader {
+    type Item = Result<TraceEvent, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(n) => {
+                    self.line_bytes += n as u64;
+                    self.line_no += 1;
+                }
+                Err(e) => return self.fail(TraceError::Io(e)),
+            }
+            let line_no = self.line_no;
+            let parsed = match std::str::from_utf8(&self.buf) {
+                Ok(line) => parse_line(line, line_no),
+                Err(e) => Err(TraceError::Line {
+                    line: line_no,
+                    field: None,
+                    message: format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
+                }),
+            };
+            match parsed {
+                Ok(None) => continue,
+                Ok(Some(ev)) => {
+                    if let Some(prev) = self.last_ts_ms {
+                        if ev.ts_ms < prev {
+                            let e = TraceError::field(
+                                line_no,
+                                "ts",
+                                format_args!(
+                                    "{} is earlier than the previous event's {} (the trace must be in time order)",
+                                    format_rfc3339_ms(ev.ts_ms),
+                                    format_rfc3339_ms(prev)
+                                ),
+                            );
+                            return self.fail(e);
+                        }
+                    }
+                    self.last_ts_ms = Some(ev.ts_ms);
+                    return Some(Ok(ev));
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+
+    const SECRET: &str = "5ec2e7f00d";
+
+    fn line(ts: &str) -> String {
+        format!(
+            r#"{{"ts":"{ts}","tenant":"contoso","user":"ann.lee@contoso.com","ip":"192.0.2.7","pw":"{SECRET}","truth":"wrong","label":"attack","app":"legacy"}}"#
+        )
+    }
+
+    fn line_err(
+        res: Result<Option<TraceEvent>, TraceError>,
+    ) -> (u64, Option<&'static str>, String) {
+        match res {
+            Err(TraceError::Line {
+                line,
+                field,
+                message,
+            }) => (line, field, message),
+            other => panic!("expected a line error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_full_line() {
+        let ev = parse_line(&line("2026-11-03T08:00:00.123Z"), 1)
+            .expect("parses")
+            .expect("not blank");
+        assert_eq!(
+            ev.ts_ms,
+            1_793_577_600_000 + 86_400_000 + 8 * 3_600_000 + 123
+        );
+        assert_eq!(ev.tenant, "contoso");
+        assert_eq!(ev.user, "ann.lee@contoso.com");
+        assert_eq!(ev.ip, "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.pw, SECRET);
+        assert_eq!(ev.truth, Truth::Wrong);
+        assert_eq!(ev.label, Some(Label::Attack));
+        assert_eq!(ev.app.as_deref(), Some("legacy"));
+    }
+
+    #[test]
+    fn parses_ipv6_escapes_and_optional_fields_absent() {
+        let l = r#"{"ts":"2026-11-03T08:00:00+01:00","user":"\u3000Ann\t","ip":"2a01:db8::1","pw":"x","truth":"unknown_user","label":null}"#;
+        let ev = parse_line(l, 1).unwrap().unwrap();
+        assert_eq!(ev.user, "\u{3000}Ann\t");
+        assert_eq!(ev.ts_ms, 1_793_577_600_000 + 86_400_000 + 7 * 3_600_000);
+        assert_eq!(ev.truth, Truth::UnknownUser);
+        assert_eq!(ev.label, None);
+        assert_eq!(ev.app, None);
+    }
+
+    #[test]
+    fn defaults_tenant_to_default() {
+        let l = r#"{"ts":"2026-11-03T08:00:00.000Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"correct"}"#;
+        let ev = parse_line(l, 1).unwrap().unwrap();
+        assert_eq!(ev.tenant, "default");
+    }
+
+    #[test]
+    fn ignores_unknown_fields() {
+        let l = r#"{"ts":"2026-11-03T08:00:00.000Z","extra":{"a":[1,2,{"b":null}]},"user":"a","ip":"10.0.0.1","pw":"p","truth":"correct","n":5}"#;
+        assert!(parse_line(l, 1).unwrap().is_some());
+    }
+
+    #[test]
+    fn skips_blank_lines() {
+        assert!(parse_line("", 1).unwrap().is_none());
+        assert!(parse_line("  \t\r\n", 2).unwrap().is_none());
+    }
+
+    #[test]
+    fn reports_bad_ts_with_line_number() {
+        let (n, field, msg) = line_err(parse_line(&line("2026-13-01"), 17));
+        assert_eq!((n, field), (17, Some("ts")));
+        let shown = TraceError::Line {
+            line: n,
+            field,
+            message: msg,
+        }
+        .to_string();
+        assert_eq!(
+            shown,
+            "line 17: field `ts`: invalid RFC 3339 instant \"2026-13-01\""
+        );
+        let (_, field, _) = line_err(parse_line(&line("2026-02-30T08:00:00.000Z"), 3));
+        assert_eq!(field, Some("ts"));
+    }
+
+    #[test]
+    fn reports_missing_user() {
+        let l = r#"{"ts":"2026-11-03T08:00:00.000Z","ip":"10.0.0.1","pw":"p","truth":"correct"}"#;
+        let (n, field, msg) = line_err(parse_line(l, 4));
+        assert_eq!((n, field), (4, Some("user")));
+        assert!(msg.contains("`user`") && msg.contains("missing"), "{msg}");
+    }
+
+    #[test]
+    fn reports_wrong_types_and_bad_values_by_field() {
+        let cases = [
+            (
+                r#"{"ts":5,"user":"a","ip":"10.0.0.1","pw":"p","truth":"wrong"}"#,
+                "ts",
+            ),
+            (
+                r#"{"ts":"2026-11-03T08:00:00Z","user":"a","ip":"10.0.0.300","pw":"p","truth":"wrong"}"#,
+                "ip",
+            ),
+            (
+                r#"{"ts":"2026-11-03T08:00:00Z","user":"a","ip":"10.0.0.1","pw":["p"],"truth":"wrong"}"#,
+                "pw",
+            ),
+            (
+                r#"{"ts":"2026-11-03T08:00:00Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"maybe"}"#,
+                "truth",
+            ),
+            (
+                r#"{"ts":"2026-11-03T08:00:00Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"wrong","label":"x"}"#,
+                "label",
+            ),
+            (
+                r#"{"ts":"2026-11-03T08:00:00Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"wrong","tenant":7}"#,
+                "tenant",
+            ),
+            (
+                r#"{"ts":"2026-11-03T08:00:00Z","user":"a","ts":"2026-11-03T08:00:00Z","ip":"10.0.0.1","pw":"p","truth":"wrong"}"#,
+                "ts",
+            ),
+        ];
+        for (l, want) in cases {
+            let (n, field, msg) = line_err(parse_line(l, 9));
+            assert_eq!(n, 9);
+            assert_eq!(field.unwrap_or(want), want, "{l}: {msg}");
+            assert!(msg.contains(&format!("`{want}`")), "{l}: {msg}");
+        }
+        let (_, field, msg) = line_err(parse_line("{\"ts\":", 2));
+        assert_eq!(field, None);
+        assert!(msg.contains("invalid JSON"), "{msg}");
+    }
+
+    #[test]
+    fn error_messages_never_contain_the_pw_token() {
+        let bad = [
+            line("2026-13-01"),
+            line("2026-11-03T08:00:00.000Z").replace("192.0.2.7", "nope"),
+            line("2026-11-03T08:00:00.000Z").replace("\"wrong\"", "\"wat\""),
+            line("2026-11-03T08:00:00.000Z").replace("\"attack\"", "7"),
+            line("2026-11-03T08:00:00.000Z").replace("\"user\"", "\"usr\""),
+            line("2026-11-03T08:00:00.000Z").replace("}", ",\"pw\":\"x\"}"),
+            line("2026-11-03T08:00:00.000Z").replace("}", ""),
+            format!("\"{SECRET}\""),
+            format!("[\"{SECRET}\"]"),
+            format!("{{\"pw\":\"{SECRET}\" \"ts\":1}}"),
+            format!("{{\"pw\":\"{SECRET}\"}}"),
+        ];
+        for l in &bad {
+            let err = parse_line(l, 1).expect_err(l);
+            let shown = err.to_string();
+            assert!(!shown.contains(SECRET), "{shown}");
+            assert!(!format!("{err:?}").contains(SECRET), "{err:?}");
+        }
+        // Out-of-order errors too.
+        let text = format!(
+            "{}\n{}\n",
+            line("2026-11-03T08:00:01.000Z"),
+            line("2026-11-03T08:00:00.000Z")
+        );
+        let err = TraceReader::from_reader(io::Cursor::new(text))
+            .find_map(Result::err)
+            .expect("out of order");
+        assert!(!err.to_string().contains(SECRET));
+    }
+
+    #[test]
+    fn rejects_out_of_order_ts() {
+        let text = [
+            line("2026-11-03T08:00:00.000Z"),
+            line("2026-11-03T08:00:00.000Z"),
+            String::new(),
+            line("2026-11-03T07:59:59.999Z"),
+            line("2026-11-03T09:00:00.000Z"),
+        ]
+        .join("\n");
+        let mut r = TraceReader::from_reader(io::Cursor::new(text));
+        assert!(r.next().unwrap().is_ok());
+        assert!(r.next().unwrap().is_ok(), "equal stamps are fine");
+        match r.next() {
+            Some(Err(TraceError::Line {
+                line,
+                field,
+                message,
+            })) => {
+                assert_eq!((line, field), (4, Some("ts")));
+                assert!(message.contains("earlier"), "{message}");
+            }
+            other => panic!("expected out-of-order error, got {other:?}"),
+        }
+        assert!(r.next().is_none(), "stops after the first error");
+    }
+
+    #[test]
+    fn reads_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl.gz");
+        let lines: Vec<String> = (0..100)
+            .map(|i| line(&format_rfc3339_ms(1_793_577_600_000 + i * 1000)))
+            .collect();
+        // Two gzip members back to back: MultiGzDecoder reads both.
+        let mut f = File::create(&path).unwrap();
+        for half in lines.chunks(50) {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            for l in half {
+                writeln!(gz, "{l}").unwrap();
+            }
+            f.write_all(&gz.finish().unwrap()).unwrap();
+        }
+        drop(f);
+        let mut r = TraceReader::open(&path).unwrap();
+        let total = r.total_bytes().unwrap();
+        let events: Vec<TraceEvent> = r.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(events.len(), 100);
+        assert_eq!(events[99].ts_ms, 1_793_577_600_000 + 99_000);
+        assert_eq!(r.bytes_read(), total);
+        assert_eq!(r.line_no(), 100);
+
+        let plain = dir.path().join("t.jsonl");
+        std::fs::write(&plain, lines.join("\n")).unwrap();
+        assert_eq!(TraceReader::open(&plain).unwrap().count(), 100);
+        assert!(matches!(
+            TraceReader::open(&dir.path().join("missing.jsonl")),
+            Err(TraceError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn round_trips_through_to_json_line() {
+        let ev = TraceEvent {
+            ts_ms: 1_793_577_600_001,
+            tenant: "contoso".into(),
+            user: "\t\"Ann\"\\ \u{3000}\u{1}é@contoso.com ".into(),
+            ip: "2a01:db8:0:0:0:0:0:1".parse().unwrap(),
+            pw: "0123456789".into(),
+            truth: Truth::UnknownUser,
+            label: Some(Label::Legit),
+            app: Some("activesync".into()),
+        };
+        let l = to_json_line(&ev);
+        assert!(l.starts_with("{\"ts\":\"2026-11-02T00:00:00.001Z\""), "{l}");
+        assert!(l.contains("\"ip\":\"2a01:db8::1\""), "{l}");
+        assert_eq!(parse_line(&l, 1).unwrap().unwrap(), ev);
+        let bare = TraceEvent {
+            label: None,
+            app: None,
+            ..ev
+        };
+        assert_eq!(parse_line(&to_json_line(&bare), 1).unwrap().unwrap(), bare);
+    }
+
+    #[test]
+    fn fast_and_general_timestamp_parsers_agree() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // 0000-01-01 .. 9999-12-31
+        let lo = days_from_civil(0, 1, 1) * 86_400_000;
+        let hi = days_from_civil(10_000, 1, 1) * 86_400_000;
+        for _ in 0..20_000 {
+            let ms = rng.gen_range(lo..hi);
+            let s = format_rfc3339_ms(ms);
+            assert_eq!(parse_ts_fast(&s), Some(ms), "{s}");
+            assert_eq!(parse_ts_slow(&s), Some(ms), "{s}");
+        }
+        for s in [
+            "2024-02-29T23:59:59.999Z",
+            "2026-11-02T00:00:00.000Z",
+            "1970-01-01T00:00:00.000Z",
+            "1969-12-31T23:59:59.999Z",
+            "2000-02-29T12:00:00.500Z",
+        ] {
+            assert_eq!(parse_ts_fast(s), parse_ts_slow(s), "{s}");
+            assert!(parse_ts_fast(s).is_some(), "{s}");
+        }
+        // Not the fast shape, or invalid: the fast path declines and the general parser decides.
+        for s in [
+            "2023-02-29T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-11-00T00:00:00.000Z",
+            "2026-11-01T24:00:00.000Z",
+            "2026-11-01T23:60:00.000Z",
+            "2026-11-01T23:59:60.000Z",
+            "2026-11-01 23:59:59.000Z",
+            "2026-11-01T23:59:59.000+00:00",
+            "2026-11-01T23:59:59Z",
+            "2026-11-01T23:59:59.1234Z",
+            "2026-11-01T23:59:5a.000Z",
+            "+026-11-01T23:59:59.000Z",
+        ] {
+            assert_eq!(parse_ts_fast(s), None, "{s}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-01T23:59:59Z"),
+            parse_rfc3339_ms("2026-11-01T23:59:59.000Z")
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-02T01:00:00.0009+01:00"),
+            Some(1_793_577_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-02t00:00:00.000z"),
+            Some(1_793_577_600_000)
+        );
+        assert_eq!(parse_rfc3339_ms("2026-13-01"), None);
+    }
+}
