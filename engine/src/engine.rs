@@ -86,17 +86,17 @@ impl Options {
 
 /// The key of an account: a keyed hash of tenant and normalised name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountKey(u128);
+pub struct AccountKey(pub(crate) u128);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct SourceKey {
-    tenant: u64,
-    net: NetKey,
+pub(crate) struct SourceKey {
+    pub(crate) tenant: u64,
+    pub(crate) net: NetKey,
 }
 
 /// Governor's clock, set from the injected time before each use (never the system clock).
 #[derive(Clone, Default)]
-struct RateClock(Arc<AtomicI64>);
+pub(crate) struct RateClock(pub(crate) Arc<AtomicI64>);
 
 impl GovClock for RateClock {
     type Instant = Duration;
@@ -105,36 +105,36 @@ impl GovClock for RateClock {
     }
 }
 
-type SourceLimiter = RateLimiter<
+pub(crate) type SourceLimiter = RateLimiter<
     IpAddr,
     DashMapStateStore<IpAddr>,
     RateClock,
     governor::middleware::NoOpMiddleware<Duration>,
 >;
 
-struct TenantRt {
-    name: Arc<str>,
-    id: u64,
-    policy: Arc<TenantPolicy>,
-    limiter: SourceLimiter,
+pub(crate) struct TenantRt {
+    pub(crate) name: Arc<str>,
+    pub(crate) id: u64,
+    pub(crate) policy: Arc<TenantPolicy>,
+    pub(crate) limiter: SourceLimiter,
 }
 
-struct Pending {
-    account: AccountKey,
-    tenant: Arc<str>,
-    ip: IpAddr,
-    familiar: bool,
-    fp: Option<u64>,
-    at: i64,
+pub(crate) struct Pending {
+    pub(crate) account: AccountKey,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) ip: IpAddr,
+    pub(crate) familiar: bool,
+    pub(crate) fp: Option<u64>,
+    pub(crate) at: i64,
 }
 
 #[derive(Default)]
-struct Counters {
-    lockouts: AtomicU64,
-    source_blocks: AtomicU64,
-    sprays: AtomicU64,
-    flagged: AtomicU64,
-    evicted: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) lockouts: AtomicU64,
+    pub(crate) source_blocks: AtomicU64,
+    pub(crate) sprays: AtomicU64,
+    pub(crate) flagged: AtomicU64,
+    pub(crate) evicted: AtomicU64,
 }
 
 /// Totals since start and current sizes, for metrics.
@@ -175,21 +175,21 @@ pub struct OutcomeEffects {
 
 /// The smart-lockout and password-spray engine. See the module docs.
 pub struct Engine {
-    secret: [u8; 32],
-    policy: RwLock<Arc<Policy>>,
-    tenants: RwLock<HashMap<Arc<str>, Arc<TenantRt>>>,
-    accounts: DashMap<AccountKey, AccountState>,
-    sources: DashMap<SourceKey, SourceState>,
-    sprays: DashMap<u64, SprayState>,
-    pending: DashMap<u64, Pending>,
-    next_id: AtomicU64,
-    dirty_accounts: DashSet<AccountKey>,
-    dirty_sources: DashSet<SourceKey>,
-    dirty_sprays: DashSet<u64>,
-    store: Option<Arc<dyn Store>>,
-    limits: Limits,
-    rate_clock: RateClock,
-    counters: Counters,
+    pub(crate) secret: [u8; 32],
+    pub(crate) policy: RwLock<Arc<Policy>>,
+    pub(crate) tenants: RwLock<HashMap<Arc<str>, Arc<TenantRt>>>,
+    pub(crate) accounts: DashMap<AccountKey, AccountState>,
+    pub(crate) sources: DashMap<SourceKey, SourceState>,
+    pub(crate) sprays: DashMap<u64, SprayState>,
+    pub(crate) pending: DashMap<u64, Pending>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) dirty_accounts: DashSet<AccountKey>,
+    pub(crate) dirty_sources: DashSet<SourceKey>,
+    pub(crate) dirty_sprays: DashSet<u64>,
+    pub(crate) store: Option<Arc<dyn Store>>,
+    pub(crate) limits: Limits,
+    pub(crate) rate_clock: RateClock,
+    pub(crate) counters: Counters,
 }
 
 thread_local! {
@@ -235,7 +235,7 @@ const SUSPICIOUS_PREFIX_ACCOUNTS: usize = 3;
 /// from the owner's new place do not).
 const UNDER_ATTACK_FAILURES: u32 = 3;
 
-fn familiar_key(ip: IpAddr, p: &TenantPolicy) -> NetKey {
+pub(crate) fn familiar_key(ip: IpAddr, p: &TenantPolicy) -> NetKey {
     match ip {
         IpAddr::V4(_) => NetKey::new(ip, p.familiar.ipv4_prefix),
         IpAddr::V6(_) => NetKey::new(ip, p.familiar.ipv6_prefix),
@@ -304,7 +304,7 @@ impl Engine {
         h.finalize().to_hex()[..16].to_string()
     }
 
-    fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
+    pub(crate) fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
         let mut h = blake3::Hasher::new_keyed(&self.secret);
         h.update(b"acct\0");
         h.update(tenant.as_bytes());
@@ -316,7 +316,7 @@ impl Engine {
         ))
     }
 
-    fn tenant(&self, name: &str) -> Result<Arc<TenantRt>> {
+    pub(crate) fn tenant(&self, name: &str) -> Result<Arc<TenantRt>> {
         if let Some(t) = self.tenants.read().get(name) {
             return Ok(t.clone());
         }
@@ -1099,7 +1099,7 @@ impl Engine {
 /// How much an account's state protects it: 0 idle (droppable), 1 low (recent failures only),
 /// 2 (an unknown user with history), 3 protected (lockout, in flight, directory counter near its
 /// threshold, familiar locations, flag): never evicted for space.
-fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
+pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
     let p = policy.for_tenant(&a.tenant);
     let dir_window = p.directory.observation_window.ms();
     let near = a.mirror.effective(now, dir_window) * 2 >= p.budget(false).max(1);
