@@ -77,11 +77,27 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore> {
-        let db = sled::Config::new()
+        // No background flusher: `apply` flushes itself, and without that thread the file lock is
+        // released as soon as the store is dropped (a reopen in the same process then works).
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
-            .open()?;
-        Ok(SledStore { db })
+            .flush_every_ms(None);
+        // A store just dropped in this process can hold its file lock for a moment (sled's
+        // threads wind down asynchronously): retry briefly, then report the lock clearly.
+        let mut tries = 0;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(SledStore { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && tries < 50 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Opens a store that lives only in memory (tests, replay).

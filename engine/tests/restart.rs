@@ -1,0 +1,180 @@
+//! State written to sled survives the engine being dropped and reopened.
+
+mod common;
+
+use common::*;
+use portcullis_engine::store::SledStore;
+use portcullis_engine::{Engine, Familiarity, Limits, Options, Outcome, Policy, Reason, Verdict};
+use std::sync::Arc;
+
+fn open(dir: &std::path::Path) -> Engine {
+    let store = Arc::new(SledStore::open(dir).unwrap());
+    let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
+    Engine::new(
+        Policy::default(),
+        Options {
+            secret,
+            store: Some(store),
+            limits: Limits::default(),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = open(dir.path());
+        sign_in(&e, "olivia", "10.20.30.40", T0);
+        for i in 0..5 {
+            attempt(
+                &e,
+                "olivia",
+                &format!("198.18.{i}.1"),
+                &format!("g{i}"),
+                Outcome::WrongPassword,
+                T0 + MIN + i * SEC,
+            );
+        }
+        for i in 0..5 {
+            attempt(
+                &e,
+                &format!("sprayed{i}"),
+                &format!("198.19.{i}.1"),
+                "Spring2026",
+                Outcome::WrongPassword,
+                T0 + 40 * SEC + i * SEC,
+            );
+        }
+        for i in 0..11 {
+            attempt(
+                &e,
+                &format!("target{i}"),
+                "192.0.2.66",
+                &format!("x{i}"),
+                Outcome::WrongPassword,
+                T0 + 20 * SEC + i * SEC,
+            );
+        }
+        assert!(e.flush().unwrap() > 0);
+    } // dropped: nothing but sled remains
+
+    let e = open(dir.path());
+    let now = T0 + MIN + 30 * SEC; // the lockout started at T0 + 1 min 4 s and lasts 60 s
+    let d = attempt(
+        &e,
+        "olivia",
+        "198.18.50.1",
+        "g9",
+        Outcome::WrongPassword,
+        now,
+    );
+    assert_eq!(
+        d.reason,
+        Some(Reason::AccountLocked),
+        "the lockout is still in force at {now}: {d:?}"
+    );
+    let d = attempt(
+        &e,
+        "olivia",
+        "10.20.30.99",
+        "right-password",
+        Outcome::Success,
+        now,
+    );
+    assert_eq!(
+        (d.verdict, d.familiarity),
+        (Verdict::Forward, Familiarity::Personal),
+        "home is still familiar"
+    );
+    // Source counters are hot state (not persisted): let the address fail once more elsewhere.
+    attempt(
+        &e,
+        "somebody",
+        "198.19.0.1",
+        "zzz",
+        Outcome::WrongPassword,
+        now,
+    );
+    let d = attempt(
+        &e,
+        "newvictim",
+        "198.19.0.1",
+        "Spring2026",
+        Outcome::WrongPassword,
+        now,
+    );
+    assert_eq!(
+        d.reason,
+        Some(Reason::SprayedPassword),
+        "the sprayed password is still known"
+    );
+    let d = attempt(
+        &e,
+        "target99",
+        "192.0.2.66",
+        "y",
+        Outcome::WrongPassword,
+        now,
+    );
+    assert_eq!(
+        d.reason,
+        Some(Reason::SourceBlocked),
+        "the source block is still in force"
+    );
+}
+
+#[test]
+fn the_directory_mirror_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[defaults.lockout]\nthreshold = 9\nfamiliar_threshold = 9\n";
+    {
+        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
+        let e = Engine::new(
+            Policy::from_toml(toml).unwrap(),
+            Options {
+                secret,
+                store: Some(store),
+                limits: Limits::default(),
+            },
+        )
+        .unwrap();
+        for i in 0..6 {
+            attempt(
+                &e,
+                "paul",
+                &format!("198.18.{i}.1"),
+                &format!("g{i}"),
+                Outcome::WrongPassword,
+                T0 + i * SEC,
+            );
+        }
+        e.flush().unwrap();
+    }
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
+    let e = Engine::new(
+        Policy::from_toml(toml).unwrap(),
+        Options {
+            secret,
+            store: Some(store),
+            limits: Limits::default(),
+        },
+    )
+    .unwrap();
+    let d = attempt(
+        &e,
+        "paul",
+        "198.18.99.1",
+        "g99",
+        Outcome::WrongPassword,
+        T0 + MIN,
+    );
+    assert_eq!(
+        d.reason,
+        Some(Reason::DirectoryBudget),
+        "six bad passwords are still counted: {d:?}"
+    );
+}
