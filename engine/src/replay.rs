@@ -167,7 +167,7 @@ impl Replayer {
     /// Replays one event.
     pub fn feed(&mut self, ev: &TraceEvent) {
         let now = ev.ts_ms;
-        if now - self.last_maintain > 600_000 {
+        if now.saturating_sub(self.last_maintain) > 600_000 {
             if self.last_maintain != i64::MIN {
                 self.engine.maintain(Timestamp::from_millis(now));
             }
