@@ -371,32 +371,36 @@ impl Engine {
             Ok((key, name))
         })?;
         let fp = a.fingerprint.map(|f| self.fingerprint_hash(&rt.name, f));
-        let assessed = self.assess(&rt, key, name, ip, fp, now);
-        let mut d = assessed;
-        if p.mode == Mode::LogOnly {
+        // Refuse before deciding when nothing more can be accounted for.
+        if self.pending.len() >= self.limits.max_pending {
+            self.expire_pending(now);
+        }
+        if self.pending.len() >= self.limits.max_pending {
+            return Ok(Decision {
+                verdict: Verdict::Block,
+                assessed: Verdict::Block,
+                reason: Some(Reason::Overloaded),
+                retry_after: retry(1000),
+                fired: Some(Fired {
+                    counter: "attempts_in_flight",
+                    value: self.pending.len() as u64,
+                    limit: self.limits.max_pending as u64,
+                }),
+                familiarity: Familiarity::Unfamiliar,
+                attempt_id: None,
+            });
+        }
+        let log_only = p.mode == Mode::LogOnly;
+        let (mut d, counted) = self.assess(&rt, key, name, ip, fp, now, log_only);
+        if log_only {
             d.verdict = Verdict::Forward;
         }
         if d.verdict == Verdict::Forward {
-            if self.pending.len() >= self.limits.max_pending {
-                self.expire_pending(now);
-            }
-            if self.pending.len() >= self.limits.max_pending {
-                return Ok(Decision {
-                    verdict: Verdict::Block,
-                    assessed: Verdict::Block,
-                    reason: Some(Reason::Overloaded),
-                    retry_after: retry(1000),
-                    fired: Some(Fired {
-                        counter: "attempts_in_flight",
-                        value: self.pending.len() as u64,
-                        limit: self.limits.max_pending as u64,
-                    }),
-                    familiarity: d.familiarity,
-                    attempt_id: None,
-                });
-            }
-            if let Some(mut acct) = self.accounts.get_mut(&key) {
-                acct.pending += 1;
+            if !counted {
+                // Only a log_only attempt refused before its account was reached gets here.
+                if let Some(mut acct) = self.accounts.get_mut(&key) {
+                    acct.pending += 1;
+                }
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             self.pending.insert(
@@ -450,7 +454,8 @@ impl Engine {
         ip: IpAddr,
         fp: Option<u64>,
         now: i64,
-    ) -> Decision {
+        log_only: bool,
+    ) -> (Decision, bool) {
         let p = &*rt.policy;
         let unfamiliar = Familiarity::Unfamiliar;
         if p.sources.blocked.iter().any(|n| n.contains(&ip)) {
@@ -459,7 +464,10 @@ impl Engine {
                 value: 1,
                 limit: 1,
             };
-            return Self::block(Reason::BlockedNetwork, None, fired, unfamiliar);
+            return (
+                Self::block(Reason::BlockedNetwork, None, fired, unfamiliar),
+                false,
+            );
         }
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&ip));
         let fam_key = familiar_key(ip, p);
@@ -498,11 +506,14 @@ impl Engine {
                             value,
                             limit,
                         };
-                        return Self::block(
-                            Reason::SourceBlocked,
-                            retry(s.block.until - now),
-                            fired,
-                            unfamiliar,
+                        return (
+                            Self::block(
+                                Reason::SourceBlocked,
+                                retry(s.block.until - now),
+                                fired,
+                                unfamiliar,
+                            ),
+                            false,
                         );
                     }
                 }
@@ -515,11 +526,14 @@ impl Engine {
                     value: u64::from(p.sources.rate_per_second) + 1,
                     limit: u64::from(p.sources.rate_per_second),
                 };
-                return Self::block(
-                    Reason::RateLimited,
-                    Some(wait.max(Duration::from_millis(1))),
-                    fired,
-                    unfamiliar,
+                return (
+                    Self::block(
+                        Reason::RateLimited,
+                        Some(wait.max(Duration::from_millis(1))),
+                        fired,
+                        unfamiliar,
+                    ),
+                    false,
                 );
             }
         }
@@ -551,6 +565,28 @@ impl Engine {
             },
         };
         acct.last_seen = now;
+        let d = Self::decide_account(&mut acct, p, fam_key, shared, suspicious, sprayed, fp, now);
+        // Counted under the same guard as the budget check, so that concurrent attempts for one
+        // account can never together overspend it.
+        let counted = d.verdict == Verdict::Forward || log_only;
+        if counted {
+            acct.pending += 1;
+        }
+        (d, counted)
+    }
+
+    /// The account rules, under the account's entry guard.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_account(
+        acct: &mut AccountState,
+        p: &TenantPolicy,
+        fam_key: NetKey,
+        shared: bool,
+        suspicious: bool,
+        sprayed: bool,
+        fp: Option<u64>,
+        now: i64,
+    ) -> Decision {
         let familiarity = if acct.is_familiar(fam_key, now, p.familiar.familiar_for.ms()) {
             Familiarity::Personal
         } else if shared {

@@ -707,3 +707,35 @@ fn memory_stays_bounded_and_locked_accounts_are_kept_under_a_flood() {
         "the real lockout survived the flood"
     );
 }
+
+#[test]
+fn concurrent_attempts_for_one_account_cannot_overspend_the_budget() {
+    let e = engine("[defaults.lockout]\nthreshold = 9\nfamiliar_threshold = 9\n[defaults.sources]\nrate_per_second = 100000\nrate_burst = 100000\n");
+    for round in 0..20 {
+        let user = format!("busy{round}");
+        let forwarded = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (e, user, forwarded) = (&e, &user, &forwarded);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let a = Attempt {
+                            tenant: "contoso",
+                            user,
+                            ip: ip(&format!("198.18.{t}.{i}")),
+                            fingerprint: None,
+                        };
+                        if e.check(&a, at(T0)).unwrap().verdict == Verdict::Forward {
+                            forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            forwarded.into_inner(),
+            6,
+            "round {round}: four threads, one budget of 6"
+        );
+    }
+}
