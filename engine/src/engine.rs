@@ -446,6 +446,7 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assess(
         &self,
         rt: &TenantRt,

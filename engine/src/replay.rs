@@ -137,6 +137,7 @@ pub struct Replayer {
     locked: HashSet<(String, String)>,
     legit_accounts: HashSet<(String, String)>,
     last_maintain: i64,
+    since_maintain: u64,
 }
 
 impl Replayer {
@@ -156,6 +157,7 @@ impl Replayer {
             locked: HashSet::new(),
             legit_accounts: HashSet::new(),
             last_maintain: i64::MIN,
+            since_maintain: 0,
         })
     }
 
@@ -167,11 +169,15 @@ impl Replayer {
     /// Replays one event.
     pub fn feed(&mut self, ev: &TraceEvent) {
         let now = ev.ts_ms;
-        if now.saturating_sub(self.last_maintain) > 600_000 {
-            if self.last_maintain != i64::MIN {
-                self.engine.maintain(Timestamp::from_millis(now));
-            }
+        // Housekeeping walks every entry: run it every 20,000 events, or every trace hour once
+        // 2,000 events have passed, so that it bounds memory without dominating the replay.
+        self.since_maintain += 1;
+        if self.since_maintain >= 20_000
+            || (self.since_maintain >= 2_000 && now.saturating_sub(self.last_maintain) >= 3_600_000)
+        {
+            self.engine.maintain(Timestamp::from_millis(now));
             self.last_maintain = now;
+            self.since_maintain = 0;
         }
         self.report.events += 1;
         let legit = ev.label == Some(Label::Legit);
