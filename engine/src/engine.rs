@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
-use crate::state::{class, AccountState, SourceState, SprayState};
+use crate::rules::{self, familiar_key, SourceContext, SourceKeys};
+use crate::state::{AccountState, SourceState, SprayState};
 use crate::store::{Batch, Kind, Store};
 use dashmap::{DashMap, DashSet};
 use governor::clock::Clock as GovClock;
@@ -196,56 +197,6 @@ thread_local! {
     static NAME_BUF: RefCell<String> = RefCell::new(String::with_capacity(64));
 }
 
-/// Source keys of one address: the address and its configured prefixes (at most 5).
-struct SourceKeys {
-    keys: [NetKey; 5],
-    n: usize,
-}
-
-impl SourceKeys {
-    fn of(ip: IpAddr, p: &TenantPolicy) -> Self {
-        let host = NetKey::host(ip);
-        let mut keys = [host; 5];
-        let mut n = 1;
-        match ip {
-            IpAddr::V4(_) => {
-                keys[1] = NetKey::new(ip, p.sources.ipv4_prefix);
-                n = 2;
-            }
-            IpAddr::V6(_) => {
-                for &len in p.sources.ipv6_prefixes.iter().take(4) {
-                    keys[n] = NetKey::new(ip, len);
-                    n += 1;
-                }
-            }
-        }
-        SourceKeys { keys, n }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = NetKey> + '_ {
-        self.keys[..self.n].iter().copied()
-    }
-}
-
-/// Other accounts a prefix must have failed against (within `spray.window`) before a sprayed
-/// password from it loses the clean-source exemption; for a single address it is one.
-const SUSPICIOUS_PREFIX_ACCOUNTS: usize = 3;
-
-/// Unfamiliar failures within `lockout.window` that put an account under attack (a typo or two
-/// from the owner's new place do not).
-const UNDER_ATTACK_FAILURES: u32 = 3;
-
-pub(crate) fn familiar_key(ip: IpAddr, p: &TenantPolicy) -> NetKey {
-    match ip {
-        IpAddr::V4(_) => NetKey::new(ip, p.familiar.ipv4_prefix),
-        IpAddr::V6(_) => NetKey::new(ip, p.familiar.ipv6_prefix),
-    }
-}
-
-fn retry(ms_left: i64) -> Option<Duration> {
-    Some(Duration::from_millis(ms_left.max(1000) as u64))
-}
-
 impl Engine {
     /// Builds an engine and loads its durable state from the store, if any.
     pub fn new(policy: Policy, opts: Options) -> Result<Engine> {
@@ -380,7 +331,7 @@ impl Engine {
                 verdict: Verdict::Block,
                 assessed: Verdict::Block,
                 reason: Some(Reason::Overloaded),
-                retry_after: retry(1000),
+                retry_after: rules::retry(1000),
                 fired: Some(Fired {
                     counter: "attempts_in_flight",
                     value: self.pending.len() as u64,
@@ -424,28 +375,6 @@ impl Engine {
         Ok(d)
     }
 
-    fn block(
-        reason: Reason,
-        retry_after: Option<Duration>,
-        fired: Fired,
-        familiarity: Familiarity,
-    ) -> Decision {
-        let verdict = if reason == Reason::KnownBadPassword {
-            Verdict::WrongPassword
-        } else {
-            Verdict::Block
-        };
-        Decision {
-            verdict,
-            assessed: verdict,
-            reason: Some(reason),
-            retry_after,
-            fired: Some(fired),
-            familiarity,
-            attempt_id: None,
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn assess(
         &self,
@@ -466,57 +395,22 @@ impl Engine {
                 limit: 1,
             };
             return (
-                Self::block(Reason::BlockedNetwork, None, fired, unfamiliar),
+                rules::refuse(Reason::BlockedNetwork, None, fired, unfamiliar),
                 false,
             );
         }
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&ip));
         let fam_key = familiar_key(ip, p);
-        let mut shared = false;
-        // Whether the source has failed against other accounts: a spraying source. An unfamiliar
-        // source that has not looks like an owner's first sign-in from home.
-        let mut suspicious = false;
         let acct_tag = key.0 as u32;
-        let spray_window = p.spray.window.ms();
-        let src_window = p.sources.window.ms();
+        let mut ctx = SourceContext::default();
         if !trusted {
             for net in SourceKeys::of(ip, p).iter() {
                 if let Some(s) = self.sources.get(&SourceKey { tenant: rt.id, net }) {
-                    let others = s.failed_accounts.count(now, spray_window)
-                        - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
-                    let need = if net.is_host() {
-                        1
-                    } else {
-                        SUSPICIOUS_PREFIX_ACCOUNTS
-                    };
-                    // A NAT whose failures are outweighed by successes (the failure_ratio rule of
-                    // source blocks) is busy, not suspicious.
-                    let successes = s.successes.count(now, src_window);
-                    let busy_and_good = successes > 0
-                        && f64::from(s.fails.count(now, src_window))
-                            <= p.sources.failure_ratio * f64::from(successes);
-                    suspicious |= others >= need && !busy_and_good;
-                    if s.block.active(now) {
-                        let (counter, value, limit) = s
-                            .block_reason
-                            .as_ref()
-                            .map(|(c, v, l)| (c.clone(), *v, *l))
-                            .unwrap_or_default();
-                        let fired = Fired {
-                            counter: static_counter(&counter),
-                            value,
-                            limit,
-                        };
-                        return (
-                            Self::block(
-                                Reason::SourceBlocked,
-                                retry(s.block.until - now),
-                                fired,
-                                unfamiliar,
-                            ),
-                            false,
-                        );
+                    let finding = rules::source_finding(p, net, &s, acct_tag, now);
+                    if let Some(d) = finding.blocked {
+                        return (d, false);
                     }
+                    ctx.suspicious |= finding.suspicious;
                 }
             }
             self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
@@ -527,15 +421,13 @@ impl Engine {
                     value: u64::from(p.sources.rate_per_second) + 1,
                     limit: u64::from(p.sources.rate_per_second),
                 };
-                return (
-                    Self::block(
-                        Reason::RateLimited,
-                        Some(wait.max(Duration::from_millis(1))),
-                        fired,
-                        unfamiliar,
-                    ),
-                    false,
+                let d = rules::refuse(
+                    Reason::RateLimited,
+                    Some(wait.max(Duration::from_millis(1))),
+                    fired,
+                    unfamiliar,
                 );
+                return (d, false);
             }
         }
         if p.familiar.shared_after_accounts > 0 {
@@ -543,12 +435,10 @@ impl Engine {
                 tenant: rt.id,
                 net: fam_key,
             }) {
-                shared = !s.block.active(now)
-                    && s.good_accounts.count(now, p.familiar.familiar_for.ms())
-                        >= p.familiar.shared_after_accounts as usize;
+                ctx.shared = rules::shared_familiar(p, &s, now);
             }
         }
-        let sprayed = fp.is_some_and(|h| self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)));
+        ctx.sprayed = fp.is_some_and(|h| self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)));
 
         let mut acct = match name {
             Some(name) => self
@@ -566,7 +456,7 @@ impl Engine {
             },
         };
         acct.last_seen = now;
-        let d = Self::decide_account(&mut acct, p, fam_key, shared, suspicious, sprayed, fp, now);
+        let d = rules::decide_account(&mut acct, p, fam_key, ctx, fp, now);
         // Counted under the same guard as the budget check, so that concurrent attempts for one
         // account can never together overspend it.
         let counted = d.verdict == Verdict::Forward || log_only;
@@ -574,122 +464,6 @@ impl Engine {
             acct.pending += 1;
         }
         (d, counted)
-    }
-
-    /// The account rules, under the account's entry guard.
-    #[allow(clippy::too_many_arguments)]
-    fn decide_account(
-        acct: &mut AccountState,
-        p: &TenantPolicy,
-        fam_key: NetKey,
-        shared: bool,
-        suspicious: bool,
-        sprayed: bool,
-        fp: Option<u64>,
-        now: i64,
-    ) -> Decision {
-        let familiarity = if acct.is_familiar(fam_key, now, p.familiar.familiar_for.ms()) {
-            Familiarity::Personal
-        } else if shared {
-            Familiarity::Shared
-        } else {
-            Familiarity::Unfamiliar
-        };
-        let familiar = familiarity.is_familiar();
-        let c = class(familiar);
-
-        if let Some(h) = fp {
-            if p.lockout.remember_bad > 0 && acct.knows_bad(h, now, p.lockout.remember_for.ms()) {
-                // Refresh: a phone retrying an old password keeps being answered here.
-                acct.remember_bad(h, now, p.lockout.remember_bad as usize);
-                let fired = Fired {
-                    counter: "remembered_wrong_password",
-                    value: 1,
-                    limit: 1,
-                };
-                return Self::block(Reason::KnownBadPassword, None, fired, familiarity);
-            }
-        }
-        let lock = acct.locks[c];
-        if lock.active(now) {
-            let counter = if familiar {
-                "familiar_failures"
-            } else {
-                "unfamiliar_failures"
-            };
-            let limit = u64::from(p.lockout_threshold(familiar));
-            let fired = Fired {
-                counter,
-                value: limit,
-                limit,
-            };
-            return Self::block(
-                Reason::AccountLocked,
-                retry(lock.until - now),
-                fired,
-                familiarity,
-            );
-        }
-        if acct.mirror.is_locked(now) {
-            let fired = Fired {
-                counter: "directory_locked",
-                value: 1,
-                limit: 1,
-            };
-            return Self::block(
-                Reason::DirectoryLocked,
-                retry(acct.mirror.locked_until - now),
-                fired,
-                familiarity,
-            );
-        }
-        // An account that unfamiliar sources keep failing on is under attack: no exemption then.
-        let under_attack = acct.locks[0]
-            .until
-            .saturating_add(p.lockout.max_duration.ms())
-            > now
-            || acct.fails[0].count(now, p.lockout.window.ms()) >= UNDER_ATTACK_FAILURES;
-        if sprayed
-            && familiarity == Familiarity::Unfamiliar
-            && (suspicious || under_attack || !p.spray.clean_source_exempt)
-        {
-            let fired = Fired {
-                counter: "accounts_per_password",
-                value: u64::from(p.spray.accounts_per_password) + 1,
-                limit: u64::from(p.spray.accounts_per_password),
-            };
-            return Self::block(Reason::SprayedPassword, None, fired, familiarity);
-        }
-        let window = p.directory.observation_window.ms();
-        let spent = acct.mirror.effective(now, window) + acct.pending;
-        let budget = p.budget(familiar);
-        if spent + 1 > budget {
-            let left = if acct.mirror.effective(now, window) > 0 {
-                acct.mirror.bad_time + window - now
-            } else {
-                window
-            };
-            let counter = if familiar {
-                "directory_budget_familiar"
-            } else {
-                "directory_budget_unfamiliar"
-            };
-            let fired = Fired {
-                counter,
-                value: u64::from(spent),
-                limit: u64::from(budget),
-            };
-            return Self::block(Reason::DirectoryBudget, retry(left), fired, familiarity);
-        }
-        Decision {
-            verdict: Verdict::Forward,
-            assessed: Verdict::Forward,
-            reason: None,
-            retry_after: None,
-            fired: None,
-            familiarity,
-            attempt_id: None,
-        }
     }
 
     /// Records what the directory answered for a forwarded attempt. `fingerprint` is the agent's
@@ -714,200 +488,92 @@ impl Engine {
             .fp
             .or_else(|| fingerprint.map(|f| self.fingerprint_hash(&rt.name, f)));
         let mut fx = OutcomeEffects::default();
-        let familiar = pend.familiar;
-        let c = class(familiar);
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&pend.ip));
         let acct_tag = pend.account.0 as u32;
-        let mut sprayed_success = None;
-
-        if result == Outcome::Success {
-            if let Some(h) = fp {
-                if self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)) {
-                    sprayed_success = Some(h);
-                }
+        let sprayed_success = match (result, fp) {
+            (Outcome::Success, Some(h))
+                if self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)) =>
+            {
+                Some(h)
             }
-        }
+            _ => None,
+        };
 
         // The account.
+        let mut name = None;
         if let Some(mut acct) = self.accounts.get_mut(&pend.account) {
-            acct.pending = acct.pending.saturating_sub(1);
-            acct.last_seen = acct.last_seen.max(now);
-            let d = &p.directory;
-            match result {
-                Outcome::WrongPassword => {
-                    acct.unknown = false;
-                    acct.mirror.record_bad(
-                        now,
-                        d.observation_window.ms(),
-                        d.lockout_threshold,
-                        d.lockout_duration.ms(),
-                    );
-                    let w = p.lockout.window.ms();
-                    acct.fails[c].add(now, w, 1);
-                    if acct.fails[c].count(now, w) >= p.lockout_threshold(familiar)
-                        && !acct.locks[c].active(now)
-                    {
-                        acct.locks[c].start(
-                            now,
-                            p.lockout.duration.ms(),
-                            p.lockout.growth,
-                            p.lockout.max_duration.ms(),
-                        );
-                        acct.fails[c].reset();
-                        fx.lockout_started = true;
-                    }
-                    if let Some(h) = fp {
-                        acct.remember_bad(h, now, p.lockout.remember_bad as usize);
-                    }
-                }
-                Outcome::Success | Outcome::MustChangePassword => {
-                    acct.unknown = false;
-                    if result == Outcome::Success {
-                        acct.mirror.record_success(now);
-                    }
-                    acct.fails[c].reset();
-                    acct.add_familiar(
-                        familiar_key(pend.ip, p),
-                        now,
-                        p.familiar.familiar_max as usize,
-                    );
-                    if let Some(h) = sprayed_success {
-                        if acct.flagged.is_none() {
-                            fx.account_flagged = true;
-                        }
-                        acct.flagged = Some((h, now));
-                    }
-                }
-                Outcome::UnknownUser => acct.unknown = true,
-                Outcome::Locked => {
-                    acct.mirror.locked_until = now + d.lockout_duration.ms();
-                }
-                _ => {}
-            }
-            if matches!(
+            let afx = rules::account_outcome(
+                &mut acct,
+                p,
                 result,
-                Outcome::WrongPassword
-                    | Outcome::Success
-                    | Outcome::MustChangePassword
-                    | Outcome::Locked
-            ) && self.store.is_some()
-            {
+                pend.familiar,
+                pend.ip,
+                fp,
+                sprayed_success,
+                now,
+            );
+            fx.lockout_started = afx.lockout_started;
+            fx.account_flagged = afx.flagged;
+            if afx.durable && self.store.is_some() {
                 self.dirty_accounts.insert(pend.account);
+            }
+            if sprayed_success.is_some() {
+                name = Some(acct.name.clone());
             }
         }
 
         // The sources.
-        let window = p.sources.window.ms();
-        match result {
-            Outcome::WrongPassword | Outcome::UnknownUser => {
-                for net in SourceKeys::of(pend.ip, p).iter() {
-                    let skey = SourceKey { tenant: rt.id, net };
-                    let mut s = self.sources.entry(skey).or_default();
-                    s.last_seen = now;
-                    s.fails.add(now, window, 1);
-                    s.failed_accounts.insert(
-                        acct_tag,
-                        now,
-                        p.spray.accounts_per_source as usize + 1,
-                    );
-                    if trusted || s.block.active(now) {
-                        continue;
-                    }
-                    let fails = s.fails.count(now, window);
-                    let accounts = s.failed_accounts.count(now, window) as u32;
-                    let successes = s.successes.count(now, window);
-                    let too_many = if accounts > p.spray.accounts_per_source {
-                        Some((
-                            "source_failed_accounts",
-                            accounts,
-                            p.spray.accounts_per_source,
-                        ))
-                    } else if fails >= p.sources.max_failures {
-                        Some(("source_failures", fails, p.sources.max_failures))
-                    } else {
-                        None
-                    };
-                    if let Some((counter, value, limit)) = too_many {
-                        if f64::from(fails) > p.sources.failure_ratio * f64::from(successes) {
-                            s.block.start(
-                                now,
-                                p.sources.block_duration.ms(),
-                                p.sources.block_growth,
-                                p.sources.block_max_duration.ms(),
-                            );
-                            s.block_reason =
-                                Some((counter.to_string(), u64::from(value), u64::from(limit)));
-                            fx.source_blocked = true;
-                            if self.store.is_some() {
-                                self.dirty_sources.insert(skey);
-                            }
-                        }
-                    }
-                }
-                if let Some(h) = fp {
-                    let mut sp = self.sprays.entry(h).or_default();
-                    sp.last_seen = now;
-                    let thr = p.spray.accounts_per_password;
-                    sp.accounts.insert(acct_tag, now, thr as usize + 1);
-                    let was = sp.is_sprayed(now);
-                    if sp.accounts.count(now, p.spray.window.ms()) as u32 > thr || was {
-                        if !was {
-                            sp.detected_at = now;
-                            fx.spray_detected = true;
-                        }
-                        sp.sprayed_until = now + p.spray.sprayed_for.ms();
-                        if self.store.is_some() {
-                            self.dirty_sprays.insert(h);
-                        }
+        if matches!(
+            result,
+            Outcome::WrongPassword
+                | Outcome::UnknownUser
+                | Outcome::Success
+                | Outcome::MustChangePassword
+        ) {
+            let fam_key = familiar_key(pend.ip, p);
+            let mut fam_seen = false;
+            for net in SourceKeys::of(pend.ip, p).iter() {
+                fam_seen |= net == fam_key;
+                let skey = SourceKey { tenant: rt.id, net };
+                let mut s = self.sources.entry(skey).or_default();
+                if rules::source_outcome(&mut s, p, result, net, fam_key, acct_tag, trusted, now) {
+                    fx.source_blocked = true;
+                    if self.store.is_some() {
+                        self.dirty_sources.insert(skey);
                     }
                 }
             }
-            Outcome::Success | Outcome::MustChangePassword => {
-                let fam = familiar_key(pend.ip, p);
-                let mut fam_done = false;
-                for net in SourceKeys::of(pend.ip, p).iter() {
-                    let mut s = self
-                        .sources
-                        .entry(SourceKey { tenant: rt.id, net })
-                        .or_default();
-                    s.last_seen = now;
-                    s.successes.add(now, window, 1);
-                    if net == fam {
-                        let cap = p.familiar.shared_after_accounts as usize;
-                        s.good_accounts.insert(acct_tag, now, cap);
-                        fam_done = true;
+            let success = matches!(result, Outcome::Success | Outcome::MustChangePassword);
+            if success && !fam_seen && p.familiar.shared_after_accounts > 0 {
+                let mut s = self
+                    .sources
+                    .entry(SourceKey {
+                        tenant: rt.id,
+                        net: fam_key,
+                    })
+                    .or_default();
+                rules::familiar_success(&mut s, p, acct_tag, now);
+            }
+        }
+
+        // The fingerprint.
+        match (result, fp) {
+            (Outcome::WrongPassword | Outcome::UnknownUser, Some(h)) => {
+                let mut sp = self.sprays.entry(h).or_default();
+                let (detected, durable) = rules::spray_failure(&mut sp, p, acct_tag, now);
+                fx.spray_detected = detected;
+                if durable && self.store.is_some() {
+                    self.dirty_sprays.insert(h);
+                }
+            }
+            (_, Some(h)) if sprayed_success.is_some() => {
+                if let Some(mut sp) = self.sprays.get_mut(&h) {
+                    let name = name.unwrap_or_else(|| "?".into());
+                    if sp.flagged.len() < 1000 && !sp.flagged.iter().any(|(_, n)| *n == name) {
+                        sp.flagged.push((rt.name.clone(), name));
                     }
-                }
-                if !fam_done && p.familiar.shared_after_accounts > 0 {
-                    let mut s = self
-                        .sources
-                        .entry(SourceKey {
-                            tenant: rt.id,
-                            net: fam,
-                        })
-                        .or_default();
-                    s.last_seen = now;
-                    s.good_accounts.insert(
-                        acct_tag,
-                        now,
-                        p.familiar.shared_after_accounts as usize,
-                    );
-                }
-                if let Some(h) = sprayed_success {
-                    if let Some(mut sp) = self.sprays.get_mut(&h) {
-                        if sp.flagged.len() < 1000 {
-                            let name = self
-                                .accounts
-                                .get(&pend.account)
-                                .map(|a| a.name.clone())
-                                .unwrap_or_else(|| "?".into());
-                            if !sp.flagged.iter().any(|(_, n)| *n == name) {
-                                sp.flagged.push((rt.name.clone(), name));
-                            }
-                        }
-                        if self.store.is_some() {
-                            self.dirty_sprays.insert(h);
-                        }
+                    if self.store.is_some() {
+                        self.dirty_sprays.insert(h);
                     }
                 }
             }
@@ -1168,14 +834,6 @@ pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
 impl AccountState {
     fn knows_any_bad(&self, now: i64, for_ms: i64) -> bool {
         self.bad_fps.iter().any(|&(_, t)| now - t < for_ms)
-    }
-}
-
-fn static_counter(s: &str) -> &'static str {
-    match s {
-        "source_failed_accounts" => "source_failed_accounts",
-        "source_failures" => "source_failures",
-        _ => "source_blocked",
     }
 }
 

@@ -24,6 +24,7 @@ pub mod net;
 pub mod normalize;
 pub mod policy;
 pub mod replay;
+pub mod rules;
 pub mod state;
 pub mod store;
 pub mod synth;

@@ -225,8 +225,8 @@ pub struct SourceState {
     pub good_accounts: RecentSet,
     /// The source block.
     pub block: Lock,
-    /// What fired the block: (counter, value, limit).
-    pub block_reason: Option<(String, u64, u64)>,
+    /// What fired the block: (cause, value, limit).
+    pub block_reason: Option<(crate::rules::BlockCause, u64, u64)>,
     /// Last activity (ms).
     pub last_seen: i64,
 }
