@@ -102,6 +102,9 @@ pub fn parse_body<T: DeserializeOwned>(
             return Err(refuse("body".into(), reason));
         }
     };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(refuse("body".into(), "must be a JSON object".into()));
+    }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let parsed: std::result::Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = match parsed {
