@@ -324,3 +324,121 @@ pub fn openapi_doc() -> Value {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Audit;
+    use crate::config::Config;
+    use crate::service::Service;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use portcullis_engine::{Engine, Options, Policy};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn state() -> AppState {
+        let engine = Engine::new(Policy::default(), Options::in_memory([3; 32])).unwrap();
+        let config = Config {
+            admin_token: Some("tok".into()),
+            ..Config::default()
+        };
+        AppState(Arc::new(Service::from_parts(
+            Arc::new(engine),
+            None,
+            None,
+            Audit::off(),
+            config,
+            None,
+        )))
+    }
+
+    async fn call(app: Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn check_forwards_and_outcome_is_accepted_once() {
+        let s = state();
+        let (status, d) = call(
+            app(s.clone()),
+            "POST",
+            "/v1/check",
+            r#"{"tenant":"acme","user":"alice","ip":"[2001:db8::1%eth0]","pw":"f"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(d["decision"], "forward");
+        let body = json!({"id": d["id"], "result": "wrong_password"}).to_string();
+        let (status, _) = call(app(s.clone()), "POST", "/v1/outcome", &body).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, e) = call(app(s), "POST", "/v1/outcome", &body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    }
+
+    #[tokio::test]
+    async fn missing_field_is_a_400_naming_it() {
+        let (status, e) = call(app(state()), "POST", "/v1/check", r#"{"tenant":"acme"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(e["field"], "user");
+    }
+
+    #[tokio::test]
+    async fn validate_without_agents_answers_directory_unreachable() {
+        let (status, d) = call(
+            app(state()),
+            "POST",
+            "/v1/validate",
+            r#"{"tenant":"acme","user":"alice","ip":"192.0.2.1","payload":"x"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(d["result"], "directory_unreachable");
+    }
+
+    #[tokio::test]
+    async fn admin_routes_need_the_token() {
+        let (status, _) = call(app(state()), "GET", "/v1/admin/lockouts", "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let req = Request::builder()
+            .uri("/v1/admin/lockouts")
+            .header("authorization", "Bearer tok")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app(state()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn admin_is_off_without_a_token() {
+        let mut s = state();
+        Arc::get_mut(&mut s.0).unwrap().config.admin_token = None;
+        let (status, e) = call(app(s), "GET", "/v1/admin/lockouts", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(e["error"], "admin_disabled");
+    }
+
+    #[tokio::test]
+    async fn serves_health_and_openapi() {
+        let (status, _) = call(app(state()), "GET", "/healthz", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(app(state()), "GET", "/readyz", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, doc) = call(app(state()), "GET", "/openapi.json", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc["paths"]["/v1/check"]["post"].is_object());
+    }
+}
