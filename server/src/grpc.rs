@@ -14,12 +14,23 @@ pub struct GrpcGate {
     state: AppState,
 }
 
-/// The tonic service for `state`, with the HTTP body limit as its message limit.
+/// The tonic service for `state`. A message over the HTTP body limit is refused with
+/// `InvalidArgument` naming `body`; tonic itself refuses (`OutOfRange`) only what is over four
+/// times the limit, before decoding.
 pub fn service(state: AppState) -> GateServer<GrpcGate> {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.max_body_bytes.saturating_mul(4);
     GateServer::new(GrpcGate { state })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
+}
+
+impl GrpcGate {
+    fn within_limit(&self, m: &impl prost::Message) -> Result<(), Status> {
+        if m.encoded_len() > self.state.config.max_body_bytes {
+            return Err(crate::Error::bad("body", "is over the size limit").into());
+        }
+        Ok(())
+    }
 }
 
 fn split(o: CheckOutput) -> (String, String, Option<String>, Option<String>, Option<u64>) {
@@ -36,6 +47,7 @@ fn split(o: CheckOutput) -> (String, String, Option<String>, Option<String>, Opt
 impl Gate for GrpcGate {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let r = req.into_inner();
+        self.within_limit(&r)?;
         let input = CheckInput {
             tenant: r.tenant,
             user: r.user,
@@ -57,6 +69,7 @@ impl Gate for GrpcGate {
         req: Request<OutcomeRequest>,
     ) -> Result<Response<OutcomeResponse>, Status> {
         let r = req.into_inner();
+        self.within_limit(&r)?;
         let fx = self.state.outcome(&r.id, &r.result, r.pw.as_deref())?;
         Ok(Response::new(OutcomeResponse {
             lockout_started: fx.lockout_started,
@@ -71,6 +84,7 @@ impl Gate for GrpcGate {
         req: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
         let r = req.into_inner();
+        self.within_limit(&r)?;
         let payload =
             serde_json::from_str(&r.payload).unwrap_or(serde_json::Value::String(r.payload));
         let input = CheckInput {

@@ -132,6 +132,30 @@ async fn attack_over_grpc_locks_the_account_while_a_familiar_location_gets_throu
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().contains("`ip`"), "{}", bad.message());
+    let long = g
+        .check(CheckRequest {
+            user: "u".repeat(1025),
+            ..req("192.0.2.1", "y")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), tonic::Code::InvalidArgument);
+    assert!(long.message().contains("`user`"), "{}", long.message());
+    let huge = g
+        .check(CheckRequest {
+            user: "u".repeat(70_000),
+            ..req("192.0.2.1", "y")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), tonic::Code::InvalidArgument);
+    assert!(huge.message().contains("`body`"), "{}", huge.message());
+    let d = g
+        .check(req("198.51.100.8", "own"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.decision, "forward", "still serving");
     s.terminate();
 }
 
