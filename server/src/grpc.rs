@@ -25,9 +25,9 @@ pub fn service(state: AppState) -> GateServer<GrpcGate> {
 }
 
 impl GrpcGate {
-    fn within_limit(&self, m: &impl prost::Message) -> Result<(), Status> {
+    fn within_limit(&self, m: &impl prost::Message) -> crate::Result<()> {
         if m.encoded_len() > self.state.config.max_body_bytes {
-            return Err(crate::Error::bad("body", "is over the size limit").into());
+            return Err(crate::Error::bad("body", "is over the size limit"));
         }
         Ok(())
     }
