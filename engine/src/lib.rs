@@ -15,7 +15,10 @@
 //! - [`trace`], [`synth`], [`replay`]: the trace format, a synthetic attack generator, and replay
 //!   of a trace against a simulated directory with scoring.
 //! - [`clock`]: timestamps and the injected clock.
+//! - [`admin`]: operator views (lockouts, blocked sources, sprayed passwords, account explain)
+//!   and actions (unlock, clear a source block).
 
+pub mod admin;
 pub mod clock;
 pub mod decision;
 pub mod engine;

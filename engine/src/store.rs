@@ -184,11 +184,24 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// Reopens a store just dropped: sled's background flusher may hold the directory lock for a
+    /// moment after the drop, so poll with a deadline.
+    fn reopen(dir: &Path) -> SledStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStore::open(dir) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() > deadline => panic!("reopen: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
     #[test]
     fn secret_is_created_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let first = SledStore::open(dir.path()).unwrap().secret().unwrap();
-        let again = SledStore::open(dir.path()).unwrap().secret().unwrap();
+        let again = reopen(dir.path()).secret().unwrap();
         assert_eq!(first, again);
     }
 
@@ -213,7 +226,7 @@ mod tests {
                     store.apply(batch).unwrap();
                 }
             }
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = reopen(dir.path());
             let mut found: HashMap<(u8, u8), u16> = HashMap::new();
             for (i, kind) in Kind::ALL.iter().enumerate() {
                 for (k, v) in store.load(*kind).unwrap() {

@@ -4,8 +4,12 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use portcullis_engine::policy::Policy;
+use portcullis_server::config::{Config, ServeArgs};
+use portcullis_server::ref_agent::RefAgentArgs;
+use portcullis_server::service::{AppState, Service};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 mod replay;
 
@@ -22,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: HTTP and gRPC decision API, admin API, metrics, live policy reload.
+    Serve(Box<ServeArgs>),
+    /// Run the reference agent (a fixed user table) for tests and demos.
+    RefAgent(RefAgentArgs),
     /// Replay a trace through the engine against a simulated directory and score it.
     Replay(replay::ReplayArgs),
     /// Write a synthetic trace of one attack scenario.
@@ -38,6 +46,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
+        Command::Serve(args) => serve(&args).map(|_| ExitCode::SUCCESS),
+        Command::RefAgent(args) => ref_agent(args).map(|_| ExitCode::SUCCESS),
         Command::Replay(args) => replay::run_replay(&args).map(|_| ExitCode::SUCCESS),
         Command::Synth(args) => replay::run_synth(&args).map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => replay::run_demo(&args).map(|_| ExitCode::SUCCESS),
@@ -72,4 +82,64 @@ fn check_policy(file: &std::path::Path) -> Result<ExitCode> {
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
     }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    init_tracing();
+    let config = Config::resolve(args, std::env::var("PORTCULLIS_ADMIN_TOKEN").ok())?;
+    if config.admin_token.is_none() {
+        tracing::warn!("PORTCULLIS_ADMIN_TOKEN is not set: the admin API is off.");
+    }
+    let metrics = portcullis_server::metrics::install();
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let http = tokio::net::TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http))?;
+        let grpc = tokio::net::TcpListener::bind(config.grpc)
+            .await
+            .with_context(|| format!("binding gRPC on {}", config.grpc))?;
+        let service = Service::build(config, Some(metrics))?;
+        let state = AppState(Arc::new(service));
+        tracing::info!(
+            http = %http.local_addr()?,
+            grpc = %grpc.local_addr()?,
+            policy = %state.engine.policy().version,
+            shadow = state.shadow.is_some(),
+            agents = state.agents.as_ref().map_or(0, |a| a.len()),
+            data = %state.config.data.display(),
+            "Listening."
+        );
+        portcullis_server::server::run(
+            state,
+            http,
+            grpc,
+            portcullis_server::server::shutdown_signal(),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+fn ref_agent(args: RefAgentArgs) -> Result<()> {
+    runtime()?.block_on(portcullis_server::ref_agent::run(args))?;
+    Ok(())
 }

@@ -1,0 +1,296 @@
+//! The agent protocol, and the pool of agents used in in-line mode (`/v1/validate`).
+//!
+//! # Protocol (version 1)
+//! Portcullis sends `POST {agent}/v1/validate` with a JSON [`AgentRequest`]:
+//! `{"v":1,"id":"<attempt id>","tenant":"acme","user":"alice@acme.example","payload":<opaque>}`.
+//! `payload` is whatever the broker put in its `/v1/validate` request, passed through unchanged
+//! (typically the encrypted credential the agent knows how to open). The agent answers `200` with
+//! a JSON [`AgentResponse`]: `{"result":"<outcome>","pw_fp":"<hex>"?}`, where `result` is one of
+//! the outcome names (`success`, `wrong_password`, `unknown_user`, `locked`, `disabled`, `expired`,
+//! `must_change_password`, `directory_unreachable`, `timeout`, `error`) and `pw_fp`, optional, is
+//! the agent's keyed fingerprint of a failed password (hex), used for spray detection when the
+//! broker sent none. `GET {agent}/healthz` answers `200` while the agent can reach its directory.
+//!
+//! # Pool
+//! Agents are tried round-robin, skipping those marked unhealthy. A connection failure (nothing
+//! was delivered) marks the agent unhealthy and fails over to the next; a timeout or a broken
+//! exchange does not fail over, since the agent may already have asked the directory and a second
+//! try could count a bad password twice: it is answered `timeout` or `error`. When no agent is
+//! healthy the answer is `directory_unreachable`, at once. A background loop re-checks health.
+//! Invariant: each call returns exactly one answer, and agent faults are never `wrong_password`.
+
+use portcullis_engine::Outcome;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The current protocol version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What Portcullis sends an agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentRequest {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    pub v: u32,
+    /// The attempt id (decimal).
+    pub id: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// The sign-in name as typed.
+    pub user: String,
+    /// The broker's opaque payload, unchanged.
+    pub payload: serde_json::Value,
+}
+
+/// What an agent answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentResponse {
+    /// The outcome name.
+    pub result: String,
+    /// The agent's keyed fingerprint of a failed password, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pw_fp: Option<String>,
+}
+
+/// The pool's answer to one forwarded attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentAnswer {
+    /// What to record as the outcome.
+    pub outcome: Outcome,
+    /// The agent's fingerprint of the password, decoded from hex.
+    pub fingerprint: Option<Vec<u8>>,
+    /// The index of the agent that answered, if one did.
+    pub agent: Option<usize>,
+}
+
+struct Agent {
+    base: String,
+    label: String,
+    healthy: AtomicBool,
+}
+
+/// The configured agents. See the module docs.
+pub struct AgentPool {
+    agents: Vec<Agent>,
+    next: AtomicUsize,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+enum SendError {
+    /// Nothing was delivered: safe to try another agent.
+    Connect,
+    /// No answer in time.
+    Timeout,
+    /// The exchange broke or the answer was unusable.
+    Broken,
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 256 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl AgentPool {
+    /// A pool over `urls` (base URLs), each request bounded by `timeout`.
+    pub fn new(urls: &[String], timeout: Duration) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(AgentPool {
+            agents: urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| Agent {
+                    base: u.trim_end_matches('/').to_string(),
+                    label: i.to_string(),
+                    healthy: AtomicBool::new(true),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            client,
+            timeout,
+        })
+    }
+
+    /// How many agents are configured.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Whether no agent is configured.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// How many agents are marked healthy.
+    pub fn healthy(&self) -> usize {
+        self.agents
+            .iter()
+            .filter(|a| a.healthy.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Forwards one attempt; always returns exactly one answer (see the module docs).
+    pub async fn validate(&self, req: &AgentRequest) -> AgentAnswer {
+        let n = self.agents.len();
+        if n == 0 {
+            return unreachable();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let i = (start + k) % n;
+            let agent = &self.agents[i];
+            if !agent.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            let t0 = Instant::now();
+            let sent = self.send(agent, req).await;
+            metrics::histogram!(crate::metrics::AGENT_LATENCY, "agent" => agent.label.clone())
+                .record(t0.elapsed().as_secs_f64());
+            let answer = match sent {
+                Ok(resp) => {
+                    let outcome = resp.result.parse().unwrap_or(Outcome::Error);
+                    AgentAnswer {
+                        outcome,
+                        fingerprint: resp.pw_fp.as_deref().and_then(decode_hex),
+                        agent: Some(i),
+                    }
+                }
+                Err(SendError::Connect) => {
+                    if agent.healthy.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(agent = %agent.base, "Agent unreachable; failing over.");
+                    }
+                    continue;
+                }
+                Err(SendError::Timeout) => AgentAnswer {
+                    outcome: Outcome::Timeout,
+                    fingerprint: None,
+                    agent: Some(i),
+                },
+                Err(SendError::Broken) => AgentAnswer {
+                    outcome: Outcome::Error,
+                    fingerprint: None,
+                    agent: Some(i),
+                },
+            };
+            metrics::counter!(crate::metrics::AGENT_ANSWERS,
+                "agent" => agent.label.clone(), "result" => answer.outcome.as_str())
+            .increment(1);
+            return answer;
+        }
+        unreachable()
+    }
+
+    async fn send(&self, agent: &Agent, req: &AgentRequest) -> Result<AgentResponse, SendError> {
+        let url = format!("{}/v1/validate", agent.base);
+        let resp = self
+            .client
+            .post(url)
+            .timeout(self.timeout)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    SendError::Connect
+                } else if e.is_timeout() {
+                    SendError::Timeout
+                } else {
+                    SendError::Broken
+                }
+            })?;
+        if !resp.status().is_success() {
+            tracing::debug!(agent = %agent.base, status = %resp.status(), "Agent refused a request.");
+            return Err(SendError::Broken);
+        }
+        resp.json::<AgentResponse>().await.map_err(|e| {
+            if e.is_timeout() {
+                SendError::Timeout
+            } else {
+                SendError::Broken
+            }
+        })
+    }
+
+    /// Checks every agent's `/healthz` once and updates the marks.
+    pub async fn check_health(&self) {
+        for agent in &self.agents {
+            let ok = self
+                .client
+                .get(format!("{}/healthz", agent.base))
+                .timeout(self.timeout.min(Duration::from_secs(1)))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let was = agent.healthy.swap(ok, Ordering::Relaxed);
+            if was != ok {
+                if ok {
+                    tracing::info!(agent = %agent.base, "Agent healthy again.");
+                } else {
+                    tracing::warn!(agent = %agent.base, "Agent failed its health check.");
+                }
+            }
+        }
+        metrics::gauge!(crate::metrics::AGENTS_HEALTHY).set(self.healthy() as f64);
+    }
+}
+
+fn unreachable() -> AgentAnswer {
+    AgentAnswer {
+        outcome: Outcome::DirectoryUnreachable,
+        fingerprint: None,
+        agent: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_hex_fingerprints_and_refuses_junk() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+
+    #[tokio::test]
+    async fn answers_directory_unreachable_at_once_when_no_agent_listens() {
+        // Bind then drop to get a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool = AgentPool::new(
+            &[format!("http://127.0.0.1:{port}")],
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let req = AgentRequest {
+            v: 1,
+            id: "1".into(),
+            tenant: "t".into(),
+            user: "u".into(),
+            payload: serde_json::Value::Null,
+        };
+        let t0 = Instant::now();
+        let a = pool.validate(&req).await;
+        assert_eq!(a.outcome, Outcome::DirectoryUnreachable);
+        assert_eq!(pool.healthy(), 0);
+        let a = pool.validate(&req).await;
+        assert_eq!(a.outcome, Outcome::DirectoryUnreachable);
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! Settings of `portcullis serve`: flags, an optional TOML file (`--config`), built-in defaults.
+//! A flag always wins over the file; the file wins over the defaults.
+
+use crate::error::{Error, Result};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `portcullis serve`. Every one may also be set in the `--config` file.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// A TOML file with the same settings (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The enforced policy file. Default `policies/default.toml`.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// A shadow policy: decides on the same traffic without acting; metrics show disagreements.
+    #[arg(long)]
+    pub shadow: Option<PathBuf>,
+    /// The sled data directory (created owner-only). Default `./portcullis-data`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// HTTP listen address. Default 127.0.0.1:8080.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// gRPC listen address. Default 127.0.0.1:50051.
+    #[arg(long)]
+    pub grpc: Option<SocketAddr>,
+    /// An agent base URL for in-line mode (`/v1/validate`); repeat for several.
+    #[arg(long = "agent")]
+    pub agents: Vec<String>,
+    /// Decision audit log: a file to append JSON lines to, or `-` for stdout.
+    #[arg(long)]
+    pub audit: Option<String>,
+    /// Write accounts to the audit log as a keyed hash instead of as given.
+    #[arg(long)]
+    pub audit_hash_accounts: bool,
+    /// How often changed state is written to sled, e.g. `1s` (the default).
+    #[arg(long)]
+    pub flush_interval: Option<String>,
+    /// How long to wait for an agent's answer, e.g. `5s` (the default).
+    #[arg(long)]
+    pub agent_timeout: Option<String>,
+    /// How often agents' health is checked, e.g. `2s` (the default).
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// The largest request body accepted, in bytes. Default 65536.
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// The longest a request may take before it is answered 408, e.g. `30s` (the default).
+    #[arg(long)]
+    pub request_timeout: Option<String>,
+}
+
+/// The `--config` file: the same settings as the flags, all optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    policy: Option<PathBuf>,
+    shadow: Option<PathBuf>,
+    data: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
+    #[serde(default)]
+    agents: Vec<String>,
+    audit: Option<String>,
+    audit_hash_accounts: Option<bool>,
+    flush_interval: Option<String>,
+    agent_timeout: Option<String>,
+    health_interval: Option<String>,
+    max_body_bytes: Option<usize>,
+    request_timeout: Option<String>,
+}
+
+/// The resolved settings of a running service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The enforced policy file.
+    pub policy: PathBuf,
+    /// The shadow policy file, if any.
+    pub shadow: Option<PathBuf>,
+    /// The sled data directory.
+    pub data: PathBuf,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// gRPC listen address.
+    pub grpc: SocketAddr,
+    /// Agent base URLs (in-line mode when not empty).
+    pub agents: Vec<String>,
+    /// Audit log target: a path, `-` for stdout, or none.
+    pub audit: Option<String>,
+    /// Whether accounts are hashed in the audit log.
+    pub audit_hash_accounts: bool,
+    /// How often state is flushed to sled. Default 1 s.
+    pub flush_interval: Duration,
+    /// How often `Engine::maintain` runs and gauges are refreshed. 5 s.
+    pub maintain_interval: Duration,
+    /// Per-request agent timeout. Default 5 s.
+    pub agent_timeout: Duration,
+    /// Agent health-check period. Default 2 s.
+    pub health_interval: Duration,
+    /// Largest request body, bytes. Default 65536.
+    pub max_body_bytes: usize,
+    /// Longest a request may take. Default 30 s.
+    pub request_timeout: Duration,
+    /// The admin bearer token (from `PORTCULLIS_ADMIN_TOKEN`); `None` turns the admin API off.
+    pub admin_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy: PathBuf::from("policies/default.toml"),
+            shadow: None,
+            data: PathBuf::from("portcullis-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            agents: Vec::new(),
+            audit: None,
+            audit_hash_accounts: false,
+            flush_interval: Duration::from_secs(1),
+            maintain_interval: Duration::from_secs(5),
+            agent_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(2),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            admin_token: None,
+        }
+    }
+}
+
+fn duration(key: &str, s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        Error::Config(format!(
+            "`{key}` = {s:?}: {e} (write e.g. \"1s\", \"500ms\")"
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(Error::Config(format!("`{key}` must be longer than zero")));
+    }
+    Ok(d)
+}
+
+impl Config {
+    /// Resolves flags over the `--config` file over the defaults; the admin token is `admin_token`
+    /// (read from the environment by the caller).
+    pub fn resolve(args: &ServeArgs, admin_token: Option<String>) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut c = Config::default();
+        if let Some(v) = args.policy.clone().or(file.policy) {
+            c.policy = v;
+        }
+        c.shadow = args.shadow.clone().or(file.shadow);
+        if let Some(v) = args.data.clone().or(file.data) {
+            c.data = v;
+        }
+        if let Some(v) = args.http.or(file.http) {
+            c.http = v;
+        }
+        if let Some(v) = args.grpc.or(file.grpc) {
+            c.grpc = v;
+        }
+        c.agents = if args.agents.is_empty() {
+            file.agents
+        } else {
+            args.agents.clone()
+        };
+        for a in &c.agents {
+            if !(a.starts_with("http://") || a.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "agent {a:?} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        c.audit = args.audit.clone().or(file.audit);
+        c.audit_hash_accounts =
+            args.audit_hash_accounts || file.audit_hash_accounts.unwrap_or(false);
+        if let Some(v) = args
+            .flush_interval
+            .as_ref()
+            .or(file.flush_interval.as_ref())
+        {
+            c.flush_interval = duration("flush_interval", v)?;
+        }
+        if let Some(v) = args.agent_timeout.as_ref().or(file.agent_timeout.as_ref()) {
+            c.agent_timeout = duration("agent_timeout", v)?;
+        }
+        if let Some(v) = args
+            .health_interval
+            .as_ref()
+            .or(file.health_interval.as_ref())
+        {
+            c.health_interval = duration("health_interval", v)?;
+        }
+        if let Some(v) = args
+            .request_timeout
+            .as_ref()
+            .or(file.request_timeout.as_ref())
+        {
+            c.request_timeout = duration("request_timeout", v)?;
+        }
+        if let Some(v) = args.max_body_bytes.or(file.max_body_bytes) {
+            if v < 1024 {
+                return Err(Error::Config(format!(
+                    "`max_body_bytes` = {v} must be at least 1024"
+                )));
+            }
+            c.max_body_bytes = v;
+        }
+        c.admin_token = admin_token.filter(|t| !t.is_empty());
+        Ok(c)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_without_flags() {
+        let c = Config::resolve(&ServeArgs::default(), None).unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.grpc.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.policy, PathBuf::from("policies/default.toml"));
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\ngrpc = \"127.0.0.1:9001\"\nflush_interval = \"2s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            http: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, Some("t".into())).unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.grpc.to_string(), "127.0.0.1:9001");
+        assert_eq!(c.flush_interval, Duration::from_secs(2));
+        assert_eq!(c.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "htp = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args, None).is_err());
+        let args = ServeArgs {
+            flush_interval: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args, None).is_err());
+    }
+}

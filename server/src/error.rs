@@ -1,0 +1,132 @@
+//! The service's one error type, and how it maps to HTTP responses and gRPC statuses.
+//!
+//! Client mistakes keep their status and a message naming the field; internal failures return a
+//! generic body and are logged once here. No variant ever carries a password or a fingerprint.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use thiserror::Error;
+
+/// Everything that can go wrong in the service.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The request is malformed: 400 (gRPC `InvalidArgument`), naming the field.
+    #[error("invalid `{field}`: {reason}")]
+    BadRequest {
+        /// The field at fault (`body` for the request as a whole).
+        field: String,
+        /// What is wrong (never the value of a secret).
+        reason: String,
+    },
+    /// An outcome for an unknown or already reported attempt id: 409 (gRPC `FailedPrecondition`).
+    #[error("unknown or already reported attempt id")]
+    UnknownAttempt,
+    /// Missing or wrong admin token: 401 (gRPC `Unauthenticated`).
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// The admin API is off (no `PORTCULLIS_ADMIN_TOKEN`): 404.
+    #[error("the admin API is off: start the service with PORTCULLIS_ADMIN_TOKEN set")]
+    AdminDisabled,
+    /// A cap was reached: 503 (gRPC `ResourceExhausted`).
+    #[error("capacity reached for {0}")]
+    Capacity(&'static str),
+    /// The engine failed (store, corrupt record): 500 with a generic body.
+    #[error("engine: {0}")]
+    Engine(portcullis_engine::Error),
+    /// A setting is wrong (start-up only).
+    #[error("config: {0}")]
+    Config(String),
+    /// A file or socket operation failed (start-up and shutdown only).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// The service's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A 400 naming `field`.
+    pub fn bad(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::BadRequest {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<portcullis_engine::Error> for Error {
+    fn from(e: portcullis_engine::Error) -> Self {
+        use portcullis_engine::Error as E;
+        match e {
+            E::InvalidInput { field, reason } => Error::bad(field, reason),
+            E::UnknownAttempt(_) => Error::UnknownAttempt,
+            E::Capacity(what) => Error::Capacity(what),
+            other => Error::Engine(other),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Error::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::UnknownAttempt => (StatusCode::CONFLICT, "unknown_attempt"),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::AdminDisabled => (StatusCode::NOT_FOUND, "admin_disabled"),
+            Error::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let body = match &self {
+            Error::BadRequest { field, reason } => {
+                json!({"error": code, "field": field, "message": reason})
+            }
+            e if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %e, "Request failed.");
+                json!({"error": code, "message": "internal error"})
+            }
+            e => json!({"error": code, "message": e.to_string()}),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::BadRequest { .. } => tonic::Status::invalid_argument(e.to_string()),
+            Error::UnknownAttempt => tonic::Status::failed_precondition(e.to_string()),
+            Error::Unauthorized => tonic::Status::unauthenticated(e.to_string()),
+            Error::AdminDisabled => tonic::Status::not_found(e.to_string()),
+            Error::Capacity(_) => tonic::Status::resource_exhausted(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "Request failed.");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}

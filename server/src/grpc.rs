@@ -1,0 +1,107 @@
+//! The `portcullis.v1.Gate` gRPC service: `Check`, `Outcome`, `Validate`, with the HTTP API's
+//! semantics (both call [`crate::service::Service`]). Errors map through [`crate::Error`]: a bad
+//! field is `InvalidArgument` naming it, an unknown attempt id `FailedPrecondition`.
+
+use crate::pb::gate_server::{Gate, GateServer};
+use crate::pb::{
+    CheckRequest, CheckResponse, OutcomeRequest, OutcomeResponse, ValidateRequest, ValidateResponse,
+};
+use crate::service::{AppState, CheckInput, CheckOutput};
+use tonic::{Request, Response, Status};
+
+/// The gRPC front end.
+pub struct GrpcGate {
+    state: AppState,
+}
+
+/// The tonic service for `state`. A message over the HTTP body limit is refused with
+/// `InvalidArgument` naming `body`; tonic itself refuses (`OutOfRange`) only what is over four
+/// times the limit, before decoding.
+pub fn service(state: AppState) -> GateServer<GrpcGate> {
+    let limit = state.config.max_body_bytes.saturating_mul(4);
+    GateServer::new(GrpcGate { state })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+impl GrpcGate {
+    fn within_limit(&self, m: &impl prost::Message) -> crate::Result<()> {
+        if m.encoded_len() > self.state.config.max_body_bytes {
+            return Err(crate::Error::bad("body", "is over the size limit"));
+        }
+        Ok(())
+    }
+}
+
+fn split(o: CheckOutput) -> (String, String, Option<String>, Option<String>, Option<u64>) {
+    (
+        o.id.unwrap_or_default(),
+        o.decision.to_string(),
+        o.result.map(str::to_string),
+        o.reason.map(str::to_string),
+        o.retry_after_s,
+    )
+}
+
+#[tonic::async_trait]
+impl Gate for GrpcGate {
+    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let r = req.into_inner();
+        self.within_limit(&r)?;
+        let input = CheckInput {
+            tenant: r.tenant,
+            user: r.user,
+            ip: r.ip,
+            pw: r.pw,
+            app: r.app,
+        };
+        let (id, decision, _, reason, retry_after_s) = split(self.state.check(&input)?);
+        Ok(Response::new(CheckResponse {
+            id,
+            decision,
+            reason,
+            retry_after_s,
+        }))
+    }
+
+    async fn outcome(
+        &self,
+        req: Request<OutcomeRequest>,
+    ) -> Result<Response<OutcomeResponse>, Status> {
+        let r = req.into_inner();
+        self.within_limit(&r)?;
+        let fx = self.state.outcome(&r.id, &r.result, r.pw.as_deref())?;
+        Ok(Response::new(OutcomeResponse {
+            lockout_started: fx.lockout_started,
+            source_blocked: fx.source_blocked,
+            spray_detected: fx.spray_detected,
+            account_flagged: fx.account_flagged,
+        }))
+    }
+
+    async fn validate(
+        &self,
+        req: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        let r = req.into_inner();
+        self.within_limit(&r)?;
+        let payload =
+            serde_json::from_str(&r.payload).unwrap_or(serde_json::Value::String(r.payload));
+        let input = CheckInput {
+            tenant: r.tenant,
+            user: r.user,
+            ip: r.ip,
+            pw: r.pw,
+            app: r.app,
+        };
+        let out = self.state.validate(&input, payload).await?;
+        let (id, decision, result, reason, retry_after_s) = split(out);
+        Ok(Response::new(ValidateResponse {
+            id,
+            decision,
+            result,
+            reason,
+            retry_after_s,
+        }))
+    }
+}

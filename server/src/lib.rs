@@ -1,0 +1,41 @@
+//! The Portcullis service: the engine as a long-lived sidecar beside the sign-in broker.
+//!
+//! # Layout
+//! - [`config`]: `serve` settings from flags and an optional TOML file (flags win).
+//! - [`service`]: the state every front end shares ([`service::AppState`]) and the decision
+//!   operations (check, outcome, validate) with their metrics, audit and shadow policy.
+//! - [`http`]: the HTTP JSON API (`app(state) -> Router`), `/openapi.json`, health and metrics.
+//! - [`grpc`]: the `portcullis.v1.Gate` gRPC service, same semantics.
+//! - [`admin`]: the admin API under `/v1/admin/`, behind a bearer token.
+//! - [`agent`]: the agent protocol and the pool of agents used in in-line mode.
+//! - [`ref_agent`]: a small reference agent with a fixed user table, for tests and demos.
+//! - [`audit`]: the JSON-lines decision audit log.
+//! - [`reload`]: live policy reload on file change and SIGHUP.
+//! - [`metrics`]: the Prometheus recorder and the metric names.
+//! - [`server`]: `run(state, listeners, shutdown)`: serving, background loops, graceful shutdown.
+//! - [`error`]: the crate's one error type, mapped to HTTP and gRPC.
+//!
+//! Invariant across all of it: a password fingerprint never appears in a log, a metric, an error
+//! or the audit log, and metric labels come from bounded sets only.
+
+pub mod admin;
+pub mod agent;
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod ref_agent;
+pub mod reload;
+pub mod server;
+pub mod service;
+
+/// Code generated from `proto/portcullis/v1/gate.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("portcullis.v1");
+}
+
+pub use error::{Error, Result};
+pub use service::AppState;

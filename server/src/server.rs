@@ -1,0 +1,139 @@
+//! Serving: `run(state, http, grpc, shutdown)` serves both APIs on the given listeners until the
+//! injected `shutdown` future completes, with the background loops beside them.
+//!
+//! Background loops: write-behind flush every `flush_interval` (so state older than that survives
+//! a `kill -9`), engine housekeeping and gauges every `maintain_interval`, policy reload on file
+//! change and SIGHUP, agent health checks. On shutdown both servers stop accepting, finish the
+//! requests in flight, and the engine's state is flushed to sled one last time.
+
+use crate::error::Result;
+use crate::service::{now, AppState};
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn flush(state: &AppState) {
+    match state.engine.flush() {
+        Ok(n) if n > 0 => tracing::debug!(records = n, "Flushed."),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "Flush to the store failed."),
+    }
+}
+
+/// Serves until `shutdown` completes, then drains and flushes.
+pub async fn run(
+    state: AppState,
+    http: TcpListener,
+    grpc: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("Shutting down: finishing requests in flight.");
+        let _ = tx.send(true);
+    });
+
+    let mut tasks = Vec::new();
+    {
+        let state = state.clone();
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.config.flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let s = state.clone();
+                        let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        }));
+    }
+    {
+        let state = state.clone();
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.config.maintain_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let s = state.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let t = now();
+                            s.engine.maintain(t);
+                            if let Some(shadow) = &s.shadow {
+                                shadow.maintain(t);
+                            }
+                            s.refresh_gauges(t);
+                        }).await;
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(crate::reload::watch(
+        state.clone(),
+        rx.clone(),
+    )));
+    if let Some(pool) = state.agents.clone() {
+        let interval = state.config.health_interval;
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => pool.check_health().await,
+                    _ = rx.changed() => break,
+                }
+            }
+        }));
+    }
+
+    let app = crate::http::app(state.clone());
+    let http_srv = axum::serve(http, app).with_graceful_shutdown(stopped(rx.clone()));
+    let grpc_srv = tonic::transport::Server::builder()
+        .add_service(crate::grpc::service(state.clone()))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc),
+            stopped(rx.clone()),
+        );
+    let (h, g) = tokio::join!(http_srv, grpc_srv);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
+    tracing::info!("Stopped; state flushed.");
+    h.map_err(|e| crate::Error::io("http server", e))?;
+    g?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

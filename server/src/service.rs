@@ -1,0 +1,456 @@
+//! The state every front end shares, and the decision operations behind both the HTTP and the
+//! gRPC API: check, outcome, validate.
+//!
+//! Inputs are checked here before the engine sees them, so a refused request records nothing.
+//! Each operation updates metrics (bounded labels only), writes the audit line, and feeds the
+//! shadow engine, if any, which decides on the same traffic without acting.
+
+use crate::agent::{AgentPool, AgentRequest};
+use crate::audit::{Audit, DecisionRecord};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_engine::net::parse_ip;
+use portcullis_engine::policy::valid_tenant_name;
+use portcullis_engine::store::{SledStore, Store};
+use portcullis_engine::{
+    Attempt, Decision, Engine, Limits, Options, Outcome, OutcomeEffects, Policy, Timestamp, Verdict,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The longest accepted name, tenant, fingerprint or client kind, in bytes.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// Shadow attempt ids kept for outcomes at most; beyond it the oldest mapping is dropped (the
+/// shadow engine then expires that attempt after the directory window).
+const MAX_SHADOW_IDS: usize = 1_000_000;
+
+/// The shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Service>);
+
+impl std::ops::Deref for AppState {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+/// Everything a request may need.
+pub struct Service {
+    /// The enforcing engine.
+    pub engine: Arc<Engine>,
+    /// The shadow engine, deciding without acting.
+    pub shadow: Option<Arc<Engine>>,
+    /// Agents, in in-line mode.
+    pub agents: Option<Arc<AgentPool>>,
+    /// The audit log.
+    pub audit: Audit,
+    /// The resolved settings.
+    pub config: Config,
+    /// The metrics handle, for `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
+    /// Primary attempt id to shadow attempt id, for attempts both forwarded.
+    shadow_ids: Mutex<HashMap<u64, u64>>,
+}
+
+/// A checked attempt, as the front ends hand it over.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInput {
+    /// Tenant name.
+    pub tenant: String,
+    /// The sign-in name as typed.
+    pub user: String,
+    /// The client address as text.
+    pub ip: String,
+    /// The opaque fingerprint.
+    pub pw: Option<Vec<u8>>,
+    /// The client kind.
+    pub app: Option<String>,
+}
+
+/// The answer to a check (and the decision part of a validate).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckOutput {
+    /// The attempt id to report the outcome with (decimal), when forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `forward`, `wrong_password` or `block`.
+    pub decision: &'static str,
+    /// The agent's answer, in in-line mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'static str>,
+    /// Why, for every non-forward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Seconds until a retry may succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+/// The current wall-clock time as the engine's timestamp.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+fn check_len(field: &str, v: &str) -> Result<()> {
+    if v.len() > MAX_FIELD_BYTES {
+        return Err(Error::bad(
+            field,
+            format!("is {} bytes; at most {MAX_FIELD_BYTES}", v.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a check's fields; returns the parsed address.
+pub fn validate_input(i: &CheckInput) -> Result<IpAddr> {
+    check_len("tenant", &i.tenant)?;
+    if !valid_tenant_name(&i.tenant) {
+        return Err(Error::bad("tenant", "must be 1 to 64 of A-Z a-z 0-9 . _ -"));
+    }
+    check_len("user", &i.user)?;
+    if i.user.trim().is_empty() {
+        return Err(Error::bad("user", "must not be empty"));
+    }
+    check_len("ip", &i.ip)?;
+    let ip = parse_ip(&i.ip).ok_or_else(|| Error::bad("ip", "is not an IPv4 or IPv6 address"))?;
+    if let Some(pw) = &i.pw {
+        if pw.len() > MAX_FIELD_BYTES {
+            return Err(Error::bad(
+                "pw",
+                format!("is longer than {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+    }
+    if let Some(app) = &i.app {
+        check_len("app", app)?;
+    }
+    Ok(ip)
+}
+
+impl Service {
+    /// Builds the service: opens the store (creating the data directory owner-only), loads the
+    /// policies, the agents and the audit log.
+    pub fn build(config: Config, metrics: Option<PrometheusHandle>) -> Result<Service> {
+        let policy = load_policy(&config.policy)?;
+        create_private_dir(&config.data)?;
+        let store = SledStore::open(&config.data)?;
+        let secret = store.secret()?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let engine = Engine::new(
+            policy,
+            Options {
+                secret,
+                store: Some(store),
+                limits: Limits::default(),
+            },
+        )?;
+        let shadow = match &config.shadow {
+            Some(path) => Some(Arc::new(Engine::new(
+                load_policy(path)?,
+                Options::in_memory(secret),
+            )?)),
+            None => None,
+        };
+        let agents = if config.agents.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                AgentPool::new(&config.agents, config.agent_timeout)
+                    .map_err(|e| Error::Config(format!("agent client: {e}")))?,
+            ))
+        };
+        let audit = match &config.audit {
+            Some(target) => {
+                let key = config
+                    .audit_hash_accounts
+                    .then(|| blake3::derive_key("portcullis audit account v1", &secret));
+                Audit::open(target, key).map_err(|e| Error::io(format!("audit log {target}"), e))?
+            }
+            None => Audit::off(),
+        };
+        Ok(Service::from_parts(
+            Arc::new(engine),
+            shadow,
+            agents,
+            audit,
+            config,
+            metrics,
+        ))
+    }
+
+    /// Assembles a service from its parts (tests build engines in memory).
+    pub fn from_parts(
+        engine: Arc<Engine>,
+        shadow: Option<Arc<Engine>>,
+        agents: Option<Arc<AgentPool>>,
+        audit: Audit,
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+    ) -> Service {
+        Service {
+            engine,
+            shadow,
+            agents,
+            audit,
+            config,
+            metrics,
+            shadow_ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The metrics label of a tenant: its name when the policy names it (or `default`), else
+    /// `other`, so the label set stays bounded.
+    pub fn tenant_label(&self, tenant: &str) -> String {
+        if tenant == "default" || self.engine.policy().tenants.contains_key(tenant) {
+            tenant.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+
+    fn decide(&self, api: &'static str, i: &CheckInput, ip: IpAddr) -> Result<Decision> {
+        let t0 = Instant::now();
+        let now = now();
+        let attempt = Attempt {
+            tenant: &i.tenant,
+            user: &i.user,
+            ip,
+            fingerprint: i.pw.as_deref(),
+        };
+        let d = self.engine.check(&attempt, now)?;
+        metrics::histogram!(m::CHECK_LATENCY, "api" => api).record(t0.elapsed().as_secs_f64());
+        let tenant = self.tenant_label(&i.tenant);
+        let reason = d.reason.map_or("none", |r| r.as_str());
+        metrics::counter!(m::DECISIONS, "tenant" => tenant.clone(),
+            "decision" => d.verdict.as_str(), "reason" => reason)
+        .increment(1);
+        if d.reason == Some(portcullis_engine::Reason::DirectoryBudget) {
+            metrics::counter!(m::BUDGET_REFUSALS, "tenant" => tenant).increment(1);
+        }
+        tracing::debug!(tenant = %i.tenant, decision = d.verdict.as_str(), reason, "Decided.");
+        if let Some(shadow) = &self.shadow {
+            self.shadow_check(shadow, &attempt, now, &d);
+        }
+        Ok(d)
+    }
+
+    fn shadow_check(&self, shadow: &Engine, a: &Attempt<'_>, now: Timestamp, d: &Decision) {
+        let Ok(s) = shadow.check(a, now) else { return };
+        let kind = match (d.assessed, s.assessed) {
+            (Verdict::Forward, Verdict::Forward) => None,
+            (Verdict::Forward, _) => Some("would_block"),
+            (_, Verdict::Forward) => Some("would_forward"),
+            _ if d.reason != s.reason => Some("other_reason"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let reason = s.reason.map_or("none", |r| r.as_str());
+            metrics::counter!(m::SHADOW_DISAGREEMENTS, "kind" => kind, "reason" => reason)
+                .increment(1);
+        }
+        if let (Some(primary), Some(sid)) = (d.attempt_id, s.attempt_id) {
+            let mut ids = self.shadow_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if ids.len() >= MAX_SHADOW_IDS {
+                ids.clear();
+            }
+            ids.insert(primary, sid);
+        }
+    }
+
+    fn audit_decision(
+        &self,
+        api: &str,
+        i: &CheckInput,
+        ip: IpAddr,
+        d: &Decision,
+        result: Option<&str>,
+    ) {
+        if self.audit.enabled() {
+            let version = self.engine.policy().version.clone();
+            self.audit.decision(&DecisionRecord {
+                api,
+                tenant: &i.tenant,
+                user: &i.user,
+                ip,
+                decision: d,
+                result,
+                policy_version: &version,
+            });
+        }
+    }
+
+    /// `POST /v1/check`.
+    pub fn check(&self, i: &CheckInput) -> Result<CheckOutput> {
+        let ip = validate_input(i)?;
+        let d = self.decide("check", i, ip)?;
+        self.audit_decision("check", i, ip, &d, None);
+        Ok(output(&d, None))
+    }
+
+    /// `POST /v1/outcome`.
+    pub fn outcome(&self, id: &str, result: &str, pw: Option<&[u8]>) -> Result<OutcomeEffects> {
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| Error::bad("id", "must be an attempt id from /v1/check"))?;
+        let result: Outcome = result
+            .parse()
+            .map_err(|e: String| Error::bad("result", e))?;
+        if pw.is_some_and(|p| p.len() > MAX_FIELD_BYTES) {
+            return Err(Error::bad(
+                "pw",
+                format!("is longer than {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+        self.record_outcome(id, result, pw)
+    }
+
+    fn record_outcome(
+        &self,
+        id: u64,
+        result: Outcome,
+        pw: Option<&[u8]>,
+    ) -> Result<OutcomeEffects> {
+        let now = now();
+        let tenant = self
+            .engine
+            .pending_tenant(id)
+            .map(|t| self.tenant_label(&t));
+        let fx = self.engine.outcome(id, result, pw, now)?;
+        metrics::counter!(m::OUTCOMES, "result" => result.as_str()).increment(1);
+        let tenant = tenant.unwrap_or_else(|| "other".into());
+        if fx.lockout_started {
+            metrics::counter!(m::LOCKOUTS_STARTED, "tenant" => tenant.clone()).increment(1);
+        }
+        if fx.spray_detected {
+            metrics::counter!(m::SPRAYS_DETECTED, "tenant" => tenant).increment(1);
+        }
+        if let Some(shadow) = &self.shadow {
+            let sid = self
+                .shadow_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if let Some(sid) = sid {
+                let _ = shadow.outcome(sid, result, pw, now);
+            }
+        }
+        Ok(fx)
+    }
+
+    /// `POST /v1/validate`: check, forward to an agent when permitted, record its answer.
+    ///
+    /// The agent exchange and the outcome run in their own task, so a client that goes away
+    /// mid-request never leaves an attempt half-recorded.
+    pub async fn validate(
+        &self,
+        i: &CheckInput,
+        payload: serde_json::Value,
+    ) -> Result<CheckOutput> {
+        let ip = validate_input(i)?;
+        let d = self.decide("validate", i, ip)?;
+        let Some(id) = d.attempt_id else {
+            self.audit_decision("validate", i, ip, &d, None);
+            return Ok(output(&d, None));
+        };
+        let result = match &self.agents {
+            Some(pool) => {
+                let pool = pool.clone();
+                let req = AgentRequest {
+                    v: crate::agent::PROTOCOL_VERSION,
+                    id: id.to_string(),
+                    tenant: i.tenant.clone(),
+                    user: i.user.clone(),
+                    payload,
+                };
+                let answer = tokio::spawn(async move { pool.validate(&req).await })
+                    .await
+                    .map_err(|e| Error::Config(format!("agent task: {e}")))?;
+                let _ = self.record_outcome(id, answer.outcome, answer.fingerprint.as_deref());
+                answer.outcome
+            }
+            None => {
+                let _ = self.record_outcome(id, Outcome::DirectoryUnreachable, None);
+                Outcome::DirectoryUnreachable
+            }
+        };
+        self.audit_decision("validate", i, ip, &d, Some(result.as_str()));
+        Ok(output(&d, Some(result.as_str())))
+    }
+
+    /// Refreshes the gauges from the engine's state at `now`.
+    pub fn refresh_gauges(&self, now: Timestamp) {
+        let s = self.engine.stats();
+        for (kind, n) in [
+            ("accounts", s.accounts),
+            ("sources", s.sources),
+            ("sprays", s.sprays),
+            ("pending", s.pending),
+        ] {
+            metrics::gauge!(m::TRACKED, "kind" => kind).set(n as f64);
+        }
+        metrics::gauge!(m::ACTIVE_LOCKOUTS).set(self.engine.active_lockouts(now).len() as f64);
+        metrics::gauge!(m::BLOCKED_SOURCES).set(self.engine.blocked_sources(now).len() as f64);
+        metrics::gauge!(m::SPRAYED).set(self.engine.sprayed_passwords(now).len() as f64);
+    }
+
+    /// Whether the service can take traffic: in in-line mode, at least one agent is healthy.
+    pub fn ready(&self) -> (bool, serde_json::Value) {
+        let agents = self.agents.as_ref().map(|a| (a.healthy(), a.len()));
+        let ok = !matches!(agents, Some((0, _)));
+        let mut v = serde_json::json!({
+            "policy_loaded": true,
+            "policy_version": self.engine.policy().version,
+            "store_open": true,
+        });
+        if let Some((healthy, total)) = agents {
+            v["agents_healthy"] = healthy.into();
+            v["agents"] = total.into();
+        }
+        (ok, v)
+    }
+}
+
+/// The API form of a decision.
+pub fn output(d: &Decision, result: Option<&'static str>) -> CheckOutput {
+    CheckOutput {
+        id: d.attempt_id.map(|id| id.to_string()),
+        decision: d.verdict.as_str(),
+        result,
+        reason: d.reason.map(|r| r.as_str()),
+        retry_after_s: d.retry_after.map(|r| r.as_millis().div_ceil(1000) as u64),
+    }
+}
+
+/// Loads a policy file, turning a refusal into a config error listing every problem.
+pub fn load_policy(path: &std::path::Path) -> Result<Policy> {
+    Policy::load(path).map_err(|e| match e {
+        portcullis_engine::Error::Policy(errs) => {
+            Error::Config(format!("policy refused:\n{}", errs.join("\n")))
+        }
+        other => Error::Config(other.to_string()),
+    })
+}
+
+/// Creates `dir` (and parents) and makes it owner-only (0700).
+pub fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("chmod 0700 {}", dir.display()), e))?;
+    }
+    Ok(())
+}
