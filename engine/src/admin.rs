@@ -12,11 +12,12 @@
 //! `#<hex id>`.
 
 use crate::clock::Timestamp;
-use crate::engine::{familiar_key, AccountKey, Engine, SourceKey};
+use crate::engine::{AccountKey, Engine, SourceKey};
 use crate::error::{Error, Result};
 use crate::net::{parse_ip, NetKey};
 use crate::normalize::normalize;
 use crate::policy::valid_tenant_name;
+use crate::rules::familiar_key;
 use crate::state::class;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -227,7 +228,10 @@ impl Engine {
             .iter()
             .filter(|s| s.block.active(now))
             .map(|s| {
-                let (counter, value, limit) = s.block_reason.clone().unwrap_or_default();
+                let (counter, value, limit) = s
+                    .block_reason
+                    .map(|(c, v, l)| (c.counter().to_string(), v, l))
+                    .unwrap_or_else(|| ("source_blocked".to_string(), 1, 1));
                 SourceBlockView {
                     tenant: names
                         .get(&s.key().tenant)
