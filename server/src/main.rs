@@ -7,7 +7,9 @@ use portcullis_engine::policy::Policy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod html;
 mod replay;
+mod sweep;
 
 #[derive(Parser)]
 #[command(
