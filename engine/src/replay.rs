@@ -5,10 +5,15 @@
 //! `[directory]` section, accounts matched after NFKC, trimming and lower-casing. Each attempt is
 //! checked by the engine on the trace's own clock; a forwarded one reaches the directory, whose
 //! answer goes back to the engine as the outcome. The `label` field is only ever read for scoring.
+//!
+//! A replayer built with [`Replayer::with_timeline`] also keeps a [`Timeline`]: counts per time
+//! bucket (attempts by label and verdict, directory lockouts, and what the engine's outcomes did),
+//! for charts. It never holds more than [`Timeline::MAX_BUCKETS`] buckets: when a trace runs
+//! longer, neighbouring buckets are merged and the bucket width doubles.
 
 use crate::clock::Timestamp;
 use crate::decision::{Attempt, Outcome, Verdict};
-use crate::engine::{Engine, Options};
+use crate::engine::{Engine, Options, OutcomeEffects};
 use crate::error::Result;
 use crate::normalize::normalize;
 use crate::policy::Policy;
@@ -79,6 +84,129 @@ pub struct Report {
     pub wall_seconds: f64,
     /// `events / wall_seconds`.
     pub events_per_second: f64,
+    /// Counts per time bucket, when the replayer was built with [`Replayer::with_timeline`].
+    /// Absent from the JSON when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// What happened during one time bucket of a replay. Unlabelled attempts count only in
+/// `other_forwarded` / `other_blocked`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    /// Legit attempts forwarded to the directory.
+    pub legit_forwarded: u64,
+    /// Legit attempts not forwarded.
+    pub legit_blocked: u64,
+    /// Attack attempts forwarded to the directory.
+    pub attack_forwarded: u64,
+    /// Attack attempts not forwarded.
+    pub attack_blocked: u64,
+    /// Unlabelled attempts forwarded.
+    pub other_forwarded: u64,
+    /// Unlabelled attempts not forwarded.
+    pub other_blocked: u64,
+    /// Lockouts the simulated directory started.
+    pub directory_lockouts: u64,
+    /// Smart lockouts the engine started ([`crate::engine::OutcomeEffects::lockout_started`]).
+    pub lockouts_started: u64,
+    /// Source blocks the engine started ([`crate::engine::OutcomeEffects::source_blocked`]).
+    pub source_blocks: u64,
+    /// Passwords newly detected as sprayed ([`crate::engine::OutcomeEffects::spray_detected`]).
+    pub sprays_detected: u64,
+    /// Accounts flagged for signing in with a sprayed password.
+    pub accounts_flagged: u64,
+}
+
+impl Bucket {
+    fn merge(&mut self, o: &Bucket) {
+        self.legit_forwarded += o.legit_forwarded;
+        self.legit_blocked += o.legit_blocked;
+        self.attack_forwarded += o.attack_forwarded;
+        self.attack_blocked += o.attack_blocked;
+        self.other_forwarded += o.other_forwarded;
+        self.other_blocked += o.other_blocked;
+        self.directory_lockouts += o.directory_lockouts;
+        self.lockouts_started += o.lockouts_started;
+        self.source_blocks += o.source_blocks;
+        self.sprays_detected += o.sprays_detected;
+        self.accounts_flagged += o.accounts_flagged;
+    }
+}
+
+/// Counts per time bucket of a replay, for charts.
+///
+/// Bucket `i` covers `[start_ms + i * bucket_ms, start_ms + (i + 1) * bucket_ms)` on the trace's
+/// clock. `start_ms` is the first event's time rounded down to the requested bucket width, and
+/// there is a bucket for every interval up to the last event's, empty ones included. Memory is
+/// bounded: at most [`Timeline::MAX_BUCKETS`] buckets, the width doubling (pairs merged) when a
+/// trace runs longer, so a week at one-minute buckets ends with 4-minute ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    /// Width of a bucket in milliseconds.
+    pub bucket_ms: i64,
+    /// Start of bucket 0, in milliseconds since the Unix epoch.
+    pub start_ms: i64,
+    /// The buckets, in time order.
+    pub buckets: Vec<Bucket>,
+}
+
+impl Timeline {
+    /// Most buckets a timeline holds (a chart stays a few thousand points wide at most).
+    pub const MAX_BUCKETS: usize = 4096;
+
+    /// An empty timeline of buckets `bucket_ms` wide (at least 1 ms).
+    pub fn new(bucket_ms: i64) -> Timeline {
+        Timeline {
+            bucket_ms: bucket_ms.max(1),
+            start_ms: i64::MIN,
+            buckets: Vec::new(),
+        }
+    }
+
+    /// The bucket of an event at `ts_ms`, created (and the width doubled) as needed. An event
+    /// earlier than the first one (not in a valid trace) counts in bucket 0.
+    fn bucket(&mut self, ts_ms: i64) -> &mut Bucket {
+        if self.buckets.is_empty() {
+            self.start_ms = ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms;
+        }
+        let offset = ts_ms.saturating_sub(self.start_ms).max(0);
+        let mut i = (offset / self.bucket_ms) as usize;
+        while i >= Self::MAX_BUCKETS {
+            self.coarsen();
+            i = (offset / self.bucket_ms) as usize;
+        }
+        if i >= self.buckets.len() {
+            self.buckets.resize(i + 1, Bucket::default());
+        }
+        &mut self.buckets[i]
+    }
+
+    /// Doubles the bucket width by merging neighbouring pairs.
+    fn coarsen(&mut self) {
+        let merged = self
+            .buckets
+            .chunks(2)
+            .map(|pair| {
+                let mut b = pair[0].clone();
+                if let Some(second) = pair.get(1) {
+                    b.merge(second);
+                }
+                b
+            })
+            .collect();
+        self.buckets = merged;
+        self.bucket_ms = self.bucket_ms.saturating_mul(2);
+    }
+
+    /// The sum of every bucket.
+    pub fn total(&self) -> Bucket {
+        let mut t = Bucket::default();
+        for b in &self.buckets {
+            t.merge(b);
+        }
+        t
+    }
 }
 
 /// The simulated on-premises directory.
@@ -138,6 +266,7 @@ pub struct Replayer {
     legit_accounts: HashSet<(String, String)>,
     last_maintain: i64,
     since_maintain: u64,
+    timeline: Option<Timeline>,
 }
 
 impl Replayer {
@@ -158,7 +287,25 @@ impl Replayer {
             legit_accounts: HashSet::new(),
             last_maintain: i64::MIN,
             since_maintain: 0,
+            timeline: None,
         })
+    }
+
+    /// A replayer that also keeps a [`Timeline`] of buckets `bucket_ms` wide (widened as needed
+    /// to stay under [`Timeline::MAX_BUCKETS`]), returned in [`Report::timeline`].
+    ///
+    /// # Examples
+    /// ```
+    /// use portcullis_engine::policy::Policy;
+    /// use portcullis_engine::replay::Replayer;
+    /// let r = Replayer::with_timeline(Policy::default(), 60_000).unwrap();
+    /// let report = r.finish();
+    /// assert_eq!(report.timeline.unwrap().bucket_ms, 60_000);
+    /// ```
+    pub fn with_timeline(policy: Policy, bucket_ms: i64) -> Result<Replayer> {
+        let mut r = Replayer::new(policy)?;
+        r.timeline = Some(Timeline::new(bucket_ms));
+        Ok(r)
     }
 
     /// The engine being replayed into.
@@ -213,8 +360,11 @@ impl Replayer {
             }
         };
         let mut succeeded = false;
+        let mut locked_now = false;
+        let mut fx = OutcomeEffects::default();
         if forwarded && !account.is_empty() {
-            let (outcome, locked_now) =
+            let outcome;
+            (outcome, locked_now) =
                 self.dir
                     .answer(&self.policy, &ev.tenant, &account, ev.truth, now);
             succeeded = outcome == Outcome::Success;
@@ -224,13 +374,30 @@ impl Replayer {
             }
             if let Some(id) = id {
                 // The id was just issued by this engine, so the outcome cannot be refused.
-                let fx = self
+                fx = self
                     .engine
-                    .outcome(id, outcome, None, Timestamp::from_millis(now));
-                if fx.is_ok_and(|f| f.account_flagged) {
+                    .outcome(id, outcome, None, Timestamp::from_millis(now))
+                    .unwrap_or_default();
+                if fx.account_flagged {
                     self.report.accounts_flagged += 1;
                 }
             }
+        }
+        if let Some(t) = &mut self.timeline {
+            let b = t.bucket(now);
+            match (legit, attack, forwarded) {
+                (true, _, true) => b.legit_forwarded += 1,
+                (true, _, false) => b.legit_blocked += 1,
+                (_, true, true) => b.attack_forwarded += 1,
+                (_, true, false) => b.attack_blocked += 1,
+                (_, _, true) => b.other_forwarded += 1,
+                (_, _, false) => b.other_blocked += 1,
+            }
+            b.directory_lockouts += u64::from(locked_now);
+            b.lockouts_started += u64::from(fx.lockout_started);
+            b.source_blocks += u64::from(fx.source_blocked);
+            b.sprays_detected += u64::from(fx.spray_detected);
+            b.accounts_flagged += u64::from(fx.account_flagged);
         }
         if legit {
             if forwarded {
@@ -264,6 +431,7 @@ impl Replayer {
         self.report.directory.accounts_locked = self.locked.len() as u64;
         self.report.directory.legit_users_locked =
             self.locked.intersection(&self.legit_accounts).count() as u64;
+        self.report.timeline = self.timeline;
         self.report
     }
 }
@@ -278,4 +446,76 @@ pub fn replay<'a>(
         r.feed(ev);
     }
     Ok(r.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{generate, Scenario, SynthConfig};
+
+    #[test]
+    fn timeline_totals_match_the_report() {
+        let events = generate(&SynthConfig {
+            scenario: Scenario::MixedWeek,
+            seed: 3,
+            users: 100,
+        });
+        let mut r = Replayer::with_timeline(Policy::default(), 60_000).expect("replayer");
+        for ev in &events {
+            r.feed(ev);
+        }
+        let report = r.finish();
+        let t = report.timeline.as_ref().expect("a timeline");
+        assert!(
+            t.buckets.len() <= Timeline::MAX_BUCKETS,
+            "{}",
+            t.buckets.len()
+        );
+        // A week of one-minute buckets (10,080) is coarsened twice, to four minutes.
+        assert_eq!(t.bucket_ms, 240_000);
+        let sum = t.total();
+        assert_eq!(sum.legit_forwarded, report.legit.forwarded);
+        assert_eq!(sum.legit_blocked, report.legit.blocked);
+        assert_eq!(sum.attack_forwarded, report.attack.forwarded);
+        assert_eq!(sum.attack_blocked, report.attack.blocked);
+        assert_eq!(sum.directory_lockouts, report.directory.lockout_events);
+        assert_eq!(sum.accounts_flagged, report.accounts_flagged);
+        let all = sum.legit_forwarded
+            + sum.legit_blocked
+            + sum.attack_forwarded
+            + sum.attack_blocked
+            + sum.other_forwarded
+            + sum.other_blocked;
+        assert_eq!(all, report.events);
+        assert!(sum.lockouts_started + sum.source_blocks + sum.sprays_detected > 0);
+        let first = events.first().expect("events").ts_ms;
+        assert!(t.start_ms <= first && first < t.start_ms + t.bucket_ms);
+    }
+
+    #[test]
+    fn timeline_coarsens_by_merging_pairs() {
+        let mut t = Timeline::new(10);
+        for ts in [0, 5, 10, 25] {
+            t.bucket(ts).legit_forwarded += 1;
+        }
+        assert_eq!(t.buckets.len(), 3);
+        t.coarsen();
+        assert_eq!(t.bucket_ms, 20);
+        let counts: Vec<u64> = t.buckets.iter().map(|b| b.legit_forwarded).collect();
+        assert_eq!(counts, vec![3, 1]);
+        // Far beyond MAX_BUCKETS buckets of 20 ms: widened until it fits.
+        t.bucket(20 * Timeline::MAX_BUCKETS as i64 * 3)
+            .attack_blocked += 1;
+        assert!(t.buckets.len() <= Timeline::MAX_BUCKETS);
+        assert_eq!(t.bucket_ms, 80);
+        assert_eq!(t.total().legit_forwarded, 4);
+        assert_eq!(t.total().attack_blocked, 1);
+    }
+
+    #[test]
+    fn report_json_has_no_timeline_without_one() {
+        let report = replay(Policy::default(), std::iter::empty()).expect("replay");
+        let json = serde_json::to_value(&report).expect("json");
+        assert!(json.get("timeline").is_none(), "{json}");
+    }
 }

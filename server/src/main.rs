@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod html;
 mod replay;
+mod sweep;
 
 #[derive(Parser)]
 #[command(

@@ -1,6 +1,7 @@
 //! The `replay`, `synth` and `demo` commands: file handling and progress around the engine's
 //! replay. Reading and parsing run on a reader thread so they overlap with deciding.
 
+use crate::{html, sweep};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,7 +29,17 @@ pub struct ReplayArgs {
     /// Print the report as JSON on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML report (charts inline, no network needed) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Replay every combination of policy values instead: KEY is a dotted key under `[defaults]`
+    /// (e.g. `lockout.threshold=3,5,7`); repeat for more keys. Runs on all cores.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    sweep: Vec<String>,
 }
+
+/// Width of the HTML report's timeline buckets before widening (one minute).
+const TIMELINE_BUCKET_MS: i64 = 60_000;
 
 /// Arguments of `portcullis synth`.
 #[derive(Args)]
@@ -75,7 +86,8 @@ fn load_policy(path: &Path) -> Result<Policy> {
     }
 }
 
-fn progress(total: u64, what: &str) -> ProgressBar {
+/// A progress bar on stderr, four redraws a second.
+pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
     pb.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {percent}% {per_sec} eta {eta}")
@@ -88,7 +100,11 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 
 /// Replays `trace` under `policy_path`, with a reader thread and a progress bar.
 pub fn replay_file(policy_path: &Path, trace: &Path) -> Result<Report> {
-    let policy = load_policy(policy_path)?;
+    replay_file_with(load_policy(policy_path)?, trace, false)
+}
+
+/// Replays `trace` under `policy`, collecting a timeline when `timeline` is set.
+fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Report> {
     let reader =
         TraceReader::open(trace).with_context(|| format!("opening trace {}", trace.display()))?;
     let total = reader.total_bytes().unwrap_or(0);
@@ -117,7 +133,11 @@ pub fn replay_file(policy_path: &Path, trace: &Path) -> Result<Report> {
             }
         }
     });
-    let mut replayer = Replayer::new(policy)?;
+    let mut replayer = if timeline {
+        Replayer::with_timeline(policy, TIMELINE_BUCKET_MS)?
+    } else {
+        Replayer::new(policy)?
+    };
     for (chunk, bytes) in rx {
         for ev in &chunk {
             replayer.feed(ev);
@@ -135,7 +155,7 @@ pub fn replay_file(policy_path: &Path, trace: &Path) -> Result<Report> {
     Ok(report)
 }
 
-fn write_report(report: &Report, path: &Path) -> Result<()> {
+fn write_report(report: &impl serde::Serialize, path: &Path) -> Result<()> {
     let mut f =
         BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
     serde_json::to_writer_pretty(&mut f, report)?;
@@ -175,9 +195,30 @@ pub fn print_summary(r: &Report) {
     );
 }
 
+fn write_html(path: &Path, html: &str) -> Result<()> {
+    std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 /// `portcullis replay`.
 pub fn run_replay(args: &ReplayArgs) -> Result<()> {
-    let report = replay_file(&args.policy, &args.trace)?;
+    if !args.sweep.is_empty() {
+        return run_sweep(args);
+    }
+    let policy = load_policy(&args.policy)?;
+    let version = policy.version.clone();
+    let mut report = replay_file_with(policy, &args.trace, args.html.is_some())?;
+    // The timeline is for the HTML page only: the JSON report is the same with or without it.
+    if let (Some(path), Some(_)) = (&args.html, &report.timeline) {
+        let src = html::Source {
+            policy: &args.policy.display().to_string(),
+            version: &version,
+            trace: &args.trace.display().to_string(),
+        };
+        write_html(path, &html::replay_page(&report, &src))?;
+    }
+    report.timeline = None;
     if let Some(path) = &args.report {
         write_report(&report, path)?;
     }
@@ -185,6 +226,36 @@ pub fn run_replay(args: &ReplayArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
+    }
+    Ok(())
+}
+
+/// `portcullis replay --sweep ...`: every combination, in parallel.
+fn run_sweep(args: &ReplayArgs) -> Result<()> {
+    let axes: Vec<sweep::Axis> = args
+        .sweep
+        .iter()
+        .map(|s| sweep::parse_axis(s))
+        .collect::<Result<_>>()?;
+    // The file itself must be a valid policy before any value is swept into it.
+    let version = load_policy(&args.policy)?.version;
+    let entries = sweep::run(&args.policy, &args.trace, &axes)?;
+    let json = serde_json::json!({ "sweep": entries });
+    if let Some(path) = &args.report {
+        write_report(&json, path)?;
+    }
+    if let Some(path) = &args.html {
+        let src = html::Source {
+            policy: &args.policy.display().to_string(),
+            version: &version,
+            trace: &args.trace.display().to_string(),
+        };
+        write_html(path, &html::sweep_page(&axes, &entries, &src))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        sweep::print_table(&axes, &entries);
     }
     Ok(())
 }
