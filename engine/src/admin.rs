@@ -482,8 +482,10 @@ mod tests {
         Timestamp::from_millis(T0 + ms)
     }
 
+    /// Lockout at five unfamiliar failures, which these tests count on.
     fn engine() -> Engine {
-        Engine::new(Policy::default(), Options::in_memory([7; 32])).unwrap()
+        let policy = Policy::from_toml("[defaults.lockout]\nthreshold = 5\n").unwrap();
+        Engine::new(policy, Options::in_memory([7; 32])).unwrap()
     }
 
     fn attempt<'a>(user: &'a str, ip: &str, fp: &'a [u8]) -> Attempt<'a> {

@@ -104,7 +104,9 @@ impl Default for DirectoryPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutPolicy {
     /// Failures from unfamiliar locations within `window` that lock the account for unfamiliar
-    /// locations. Default 5; must stay below `directory.lockout_threshold`.
+    /// locations. Default 6 (the unfamiliar budget of the default directory policy: a user who
+    /// just changed their password may try five old ones from a new place); must stay below
+    /// `directory.lockout_threshold`.
     pub threshold: u32,
     /// Failures from familiar locations within `window` that lock the account for familiar
     /// locations. Default 8; must stay below `directory.lockout_threshold`.
@@ -126,7 +128,7 @@ pub struct LockoutPolicy {
 impl Default for LockoutPolicy {
     fn default() -> Self {
         LockoutPolicy {
-            threshold: 5,
+            threshold: 6,
             familiar_threshold: 8,
             window: Dur::secs(30 * 60),
             duration: Dur::secs(60),
@@ -717,7 +719,7 @@ mod tests {
             Dur::secs(120),
             "inherited from defaults"
         );
-        assert_eq!(p.for_tenant("other").lockout.threshold, 5);
+        assert_eq!(p.for_tenant("other").lockout.threshold, 6);
     }
 
     #[test]

@@ -22,6 +22,24 @@ use crate::trace::{Label, TraceEvent, Truth};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// How many harmed attempts a report describes.
+pub const HARM_EXAMPLES: usize = 20;
+
+/// One legit right-password attempt that did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HarmExample {
+    /// When (RFC 3339).
+    pub ts: String,
+    /// The sign-in name as typed.
+    pub user: String,
+    /// The source address.
+    pub ip: String,
+    /// The engine's reason, or `directory_locked` when the directory refused it.
+    pub reason: String,
+    /// How familiar the source was to the account.
+    pub familiarity: String,
+}
+
 /// Scores of legitimate traffic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LegitScore {
@@ -84,6 +102,10 @@ pub struct Report {
     pub wall_seconds: f64,
     /// `events / wall_seconds`.
     pub events_per_second: f64,
+    /// The first legit right-password attempts that did not succeed (at most
+    /// [`HARM_EXAMPLES`]), with why: what to look at when tuning a policy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub harm_examples: Vec<HarmExample>,
     /// Counts per time bucket, when the replayer was built with [`Replayer::with_timeline`].
     /// Absent from the JSON when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -409,6 +431,24 @@ impl Replayer {
                 self.report.legit.succeeded += 1;
             } else if ev.truth == Truth::Correct {
                 self.report.legit.harmed += 1;
+                if self.report.harm_examples.len() < HARM_EXAMPLES {
+                    let (reason, familiarity) = match &decision {
+                        Ok(d) => (
+                            d.reason
+                                .map_or("directory_locked", |r| r.as_str())
+                                .to_string(),
+                            format!("{:?}", d.familiarity).to_lowercase(),
+                        ),
+                        Err(_) => ("invalid_input".to_string(), "unfamiliar".to_string()),
+                    };
+                    self.report.harm_examples.push(HarmExample {
+                        ts: crate::trace::format_rfc3339_ms(now),
+                        user: ev.user.clone(),
+                        ip: ev.ip.to_string(),
+                        reason,
+                        familiarity,
+                    });
+                }
                 self.harmed.insert(key);
             }
         } else if attack {

@@ -357,6 +357,11 @@ pub fn account_outcome(
             }
             if let Some(h) = fp {
                 acct.remember_bad(h, now, p.lockout.remember_bad as usize);
+                if acct.signed_in_with(h) {
+                    // A password this account signed in with before, now wrong: its owner after a
+                    // password change. Where they type from is theirs.
+                    acct.add_familiar(familiar_key(ip, p), now, p.familiar.familiar_max as usize);
+                }
             }
             fx.durable = true;
         }
@@ -367,6 +372,9 @@ pub fn account_outcome(
             }
             acct.fails[c].reset();
             acct.add_familiar(familiar_key(ip, p), now, p.familiar.familiar_max as usize);
+            if let Some(h) = fp {
+                acct.remember_good(h);
+            }
             if let Some(h) = sprayed_success {
                 fx.flagged = acct.flagged.is_none();
                 acct.flagged = Some((h, now));

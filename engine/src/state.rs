@@ -129,6 +129,10 @@ pub struct AccountState {
     pub familiar: Vec<(NetKey, i64)>,
     /// Keyed hashes of recent wrong fingerprints with when they failed; at most `lockout.remember_bad`.
     pub bad_fps: Vec<(u64, i64)>,
+    /// Keyed hashes of the last two distinct fingerprints the account signed in with (0: none).
+    /// A wrong password equal to one of them is the owner typing a previous password after a
+    /// reset: the source that types it becomes familiar.
+    pub good_fps: [u64; 2],
     /// Set when the account signed in with a sprayed password: (spray id, when).
     pub flagged: Option<(u64, i64)>,
     /// Whether the directory answered `unknown_user` last: such entries are evicted first.
@@ -149,6 +153,7 @@ impl AccountState {
             locks: Default::default(),
             familiar: Vec::new(),
             bad_fps: Vec::new(),
+            good_fps: [0; 2],
             flagged: None,
             unknown: false,
             last_seen: now,
@@ -186,6 +191,18 @@ impl AccountState {
         self.bad_fps
             .iter()
             .any(|&(h, t)| h == fp && now - t < for_ms)
+    }
+
+    /// Whether the account signed in with `fp` before (one of its last two passwords).
+    pub fn signed_in_with(&self, fp: u64) -> bool {
+        fp != 0 && self.good_fps.contains(&fp)
+    }
+
+    /// Records that the account signed in with `fp`.
+    pub fn remember_good(&mut self, fp: u64) {
+        if fp != 0 && self.good_fps[0] != fp {
+            self.good_fps = [fp, self.good_fps[0]];
+        }
     }
 
     /// Remembers the wrong fingerprint `fp`, keeping the last `max` distinct ones.

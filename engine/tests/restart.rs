@@ -27,7 +27,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
     {
         let e = open(dir.path());
         sign_in(&e, "olivia", "10.20.30.40", T0);
-        for i in 0..5 {
+        for i in 0..6 {
             attempt(
                 &e,
                 "olivia",
@@ -61,7 +61,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
     } // dropped: nothing but sled remains
 
     let e = open(dir.path());
-    let now = T0 + MIN + 30 * SEC; // the lockout started at T0 + 1 min 4 s and lasts 60 s
+    let now = T0 + MIN + 30 * SEC; // the lockout started at T0 + 1 min 5 s and lasts 60 s
     let d = attempt(
         &e,
         "olivia",

@@ -659,7 +659,7 @@ fn bad_input_is_an_error_that_names_the_field() {
 #[test]
 fn memory_stays_bounded_and_locked_accounts_are_kept_under_a_flood() {
     let policy = portcullis_engine::Policy::from_toml(
-        "[defaults.sources]\nrate_per_second = 1000000\nrate_burst = 1000000\n",
+        "[defaults.sources]\nrate_per_second = 1000000\nrate_burst = 1000000\n[defaults.lockout]\nthreshold = 5\n",
     )
     .unwrap();
     let limits = portcullis_engine::Limits {
@@ -738,4 +738,50 @@ fn concurrent_attempts_for_one_account_cannot_overspend_the_budget() {
             "round {round}: four threads, one budget of 6"
         );
     }
+}
+
+#[test]
+fn a_previous_password_typed_after_a_reset_makes_the_place_familiar() {
+    let e = engine("[defaults.lockout]\nthreshold = 6\n");
+    // Signed in from home with the old password.
+    attempt(&e, "rosa", "10.7.7.7", "old-password", Outcome::Success, T0);
+    // Changed it; at a hotel the next day she types the old one, then five other guesses.
+    let day = T0 + 24 * HOUR;
+    let d = attempt(&e, "rosa", "192.0.2.50", "old-password", W, day);
+    assert_eq!(d.familiarity, Familiarity::Unfamiliar);
+    for i in 0..5 {
+        let d = attempt(
+            &e,
+            "rosa",
+            "192.0.2.50",
+            &format!("older-{i}"),
+            W,
+            day + (i + 1) * 10 * SEC,
+        );
+        assert_eq!(
+            d.familiarity,
+            Familiarity::Personal,
+            "try {i}: the hotel is hers now"
+        );
+        assert_eq!(d.verdict, Verdict::Forward);
+    }
+    // Six failures: an unfamiliar place would be out of budget (6); hers still has 8.
+    let d = attempt(
+        &e,
+        "rosa",
+        "192.0.2.50",
+        "new-password",
+        Outcome::Success,
+        day + MIN,
+    );
+    assert_eq!(d.verdict, Verdict::Forward, "{d:?}");
+}
+
+#[test]
+fn a_wrong_password_never_used_before_does_not_make_the_place_familiar() {
+    let e = engine("[defaults.lockout]\nthreshold = 6\n");
+    attempt(&e, "sam", "10.7.7.7", "real", Outcome::Success, T0);
+    attempt(&e, "sam", "192.0.2.51", "guess", W, T0 + HOUR);
+    let d = attempt(&e, "sam", "192.0.2.51", "guess2", W, T0 + HOUR + SEC);
+    assert_eq!(d.familiarity, Familiarity::Unfamiliar);
 }

@@ -13,9 +13,15 @@ pub const HOUR: i64 = 60 * MIN;
 /// The tests' epoch, ms.
 pub const T0: i64 = 1_793_000_000_000; // 2026-10-26
 
-/// An in-memory engine under a policy given as TOML.
+/// An in-memory engine under a policy given as TOML. Unless the TOML has a `[defaults.lockout]`
+/// table, smart lockout is at five unfamiliar failures, which the rule tests count on.
 pub fn engine(policy_toml: &str) -> Engine {
-    let policy = Policy::from_toml(policy_toml).expect("test policy is valid");
+    let toml = if policy_toml.contains("[defaults.lockout]") {
+        policy_toml.to_string()
+    } else {
+        format!("{policy_toml}\n[defaults.lockout]\nthreshold = 5\n")
+    };
+    let policy = Policy::from_toml(&toml).expect("test policy is valid");
     Engine::new(policy, Options::in_memory([7; 32])).expect("engine")
 }
 

@@ -249,12 +249,13 @@ pub async fn attempt(
     d
 }
 
-/// The attacker's five wrong passwords from an unfamiliar address, after the owner signed in
-/// from home: the account is then locked for unfamiliar locations.
+/// The attacker's six wrong passwords from an unfamiliar address, after the owner signed in
+/// from home: the account is then locked for unfamiliar locations (the default policy's
+/// unfamiliar lockout threshold is six).
 pub async fn lock_alice(c: &reqwest::Client, base: &str) {
     let d = attempt(c, base, "alice", "198.51.100.7", "owner-pw", "success").await;
     assert_eq!(d["decision"], "forward");
-    for i in 0..5 {
+    for i in 0..6 {
         let d = attempt(
             c,
             base,
