@@ -12,6 +12,8 @@
   };
   const $ = (sel) => document.querySelector(sel);
   let tenant = "all";
+  let minutes = 60;
+  let last = null;
   let timer = null;
 
   function el(tag, text, cls) {
@@ -82,6 +84,9 @@
   function drawChart(c) {
     const root = $("#decisions-chart");
     const W = 960, H = 220, L = 44, R = 8, T = 8, B = 20;
+    const shown = Math.min(c.buckets.length, Math.round(minutes * 60 / c.bucket_secs));
+    const skip = c.buckets.length - shown;
+    c = Object.assign({}, c, { buckets: c.buckets.slice(skip), start_ms: c.start_ms + skip * c.bucket_secs * 1000 });
     const n = c.buckets.length;
     const bw = (W - L - R) / n;
     const totals = c.buckets.map((b) => b.reduce((a, x) => a + x, 0));
@@ -96,9 +101,10 @@
       t.textContent = fmt(v) + "/s";
       root.append(t);
     }
-    for (let m = 60; m >= 0; m -= 10) {
-      const x = L + (W - L - R) * (1 - m / 60);
-      const t = svg("text", { x: x, y: H - 5, "text-anchor": m === 60 ? "start" : m === 0 ? "end" : "middle" });
+    const tick = minutes >= 60 ? 10 : 2;
+    for (let m = minutes; m >= 0; m -= tick) {
+      const x = L + (W - L - R) * (1 - m / minutes);
+      const t = svg("text", { x: x, y: H - 5, "text-anchor": m === minutes ? "start" : m === 0 ? "end" : "middle" });
       t.textContent = m === 0 ? "now" : "-" + m + " min";
       root.append(t);
     }
@@ -124,6 +130,7 @@
     });
     root.append(bars);
     root.dataset.total = c.total;
+    root.dataset.minutes = minutes;
     root.dataset.bars = drawn;
     root.dataset.last = totals[n - 1] + totals[n - 2];
     const legend = $("#legend");
@@ -146,6 +153,7 @@
   function fmt(v) { return v >= 10 ? Math.round(v) : Math.round(v * 10) / 10; }
 
   function render(d) {
+    last = d;
     const now = d.now_ms;
     drawChart(d.chart);
     const sel = $("#tenant");
@@ -215,6 +223,11 @@
     tenant = e.target.value;
     clearTimeout(timer);
     loop();
+  });
+  $("#range").addEventListener("change", (e) => {
+    minutes = Number(e.target.value);
+    $("#chart-title").textContent = "Decisions per second, last " + (minutes === 60 ? "hour" : minutes + " minutes");
+    if (last) drawChart(last.chart);
   });
   loop();
 })();
