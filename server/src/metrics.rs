@@ -163,6 +163,62 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn grafana_dashboard_queries_only_metrics_we_export() {
+        let known = [
+            DECISIONS,
+            OUTCOMES,
+            LOCKOUTS_STARTED,
+            ACTIVE_LOCKOUTS,
+            BLOCKED_SOURCES,
+            SPRAYED,
+            SPRAYS_DETECTED,
+            BUDGET_REFUSALS,
+            AGENT_ANSWERS,
+            AGENT_LATENCY,
+            AGENTS_HEALTHY,
+            CHECK_LATENCY,
+            TRACKED,
+            RELOADS,
+            SHADOW_DISAGREEMENTS,
+            BAD_REQUESTS,
+            ADMIN_ACTIONS,
+        ];
+        let text = include_str!("../../deploy/grafana/portcullis.json");
+        let v: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let panels = v["panels"].as_array().expect("panels");
+        let mut used = std::collections::BTreeSet::new();
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(i) = rest.find("portcullis_") {
+                    let name: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[i + name.len()..];
+                    let base = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+                    assert!(known.contains(&base.as_str()), "{name} in {expr}");
+                    used.insert(base);
+                }
+            }
+        }
+        for m in [
+            DECISIONS,
+            LOCKOUTS_STARTED,
+            SPRAYS_DETECTED,
+            BUDGET_REFUSALS,
+            AGENT_LATENCY,
+            CHECK_LATENCY,
+            TRACKED,
+            RELOADS,
+            SHADOW_DISAGREEMENTS,
+        ] {
+            assert!(used.contains(m), "no panel shows {m}");
+        }
+    }
+
+    #[test]
     fn histogram_quantiles_are_bucket_upper_bounds() {
         let h = LatencyHistogram::default();
         assert_eq!(h.quantile_ms(0.5), None);
