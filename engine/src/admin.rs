@@ -150,6 +150,49 @@ pub struct AccountExplain {
     pub blocked_familiar: Option<BlockedView>,
 }
 
+/// An account that is failing now: its counters and how much of the directory's budget is spent.
+/// Listed by [`Engine::attacked_accounts`] and [`Engine::budget_pressure`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccountHeat {
+    /// Tenant name.
+    pub tenant: String,
+    /// The account's normalised name.
+    pub account: String,
+    /// Failures from unfamiliar locations within `lockout.window`.
+    pub unfamiliar_failures: u32,
+    /// Failures from familiar locations within `lockout.window`.
+    pub familiar_failures: u32,
+    /// The mirror of the directory's `badPwdCount` now.
+    pub directory_bad_count: u32,
+    /// Attempts in flight (counted against the budget as failures).
+    pub pending: u32,
+    /// The directory's `lockout_threshold` for the tenant.
+    pub directory_threshold: u32,
+    /// Bad passwords an unfamiliar location may still send the directory in this window.
+    pub budget_left_unfamiliar: u32,
+    /// Whether a smart lockout is in force.
+    pub locked: bool,
+    /// When the account was last seen, ms since the epoch.
+    pub last_seen_ms: i64,
+}
+
+/// An address or prefix that is failing now. Listed by [`Engine::attacking_sources`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceHeat {
+    /// Tenant name, or `#<hex id>` when the tenant is not known by name.
+    pub tenant: String,
+    /// The address or prefix.
+    pub source: String,
+    /// Failures within `sources.window`.
+    pub failures: u32,
+    /// Distinct accounts failed within `sources.window` (capped just above the policy's limit).
+    pub failed_accounts: usize,
+    /// Successes within `sources.window`.
+    pub successes: u32,
+    /// Whether a block is in force.
+    pub blocked: bool,
+}
+
 impl Engine {
     /// The id the engine keys a tenant's sources by.
     fn tenant_id(&self, name: &str) -> u64 {
@@ -455,6 +498,107 @@ impl Engine {
         Ok(cleared)
     }
 
+    fn account_heat(&self, a: &crate::state::AccountState, now: i64) -> AccountHeat {
+        let policy = self.policy();
+        let p = policy.for_tenant(&a.tenant);
+        let lw = p.lockout.window.ms();
+        let bad = a.mirror.effective(now, p.directory.observation_window.ms());
+        AccountHeat {
+            tenant: a.tenant.to_string(),
+            account: a.name.to_string(),
+            unfamiliar_failures: a.fails[class(false)].count(now, lw),
+            familiar_failures: a.fails[class(true)].count(now, lw),
+            directory_bad_count: bad,
+            pending: a.pending,
+            directory_threshold: p.directory.lockout_threshold,
+            budget_left_unfamiliar: p.budget(false).saturating_sub(bad + a.pending),
+            locked: a.locks.iter().any(|l| l.active(now)),
+            last_seen_ms: a.last_seen,
+        }
+    }
+
+    /// The `n` accounts most attacked at `now`, most first: ranked by failures within
+    /// `lockout.window` plus the directory's mirrored bad-password count (a lockout resets the
+    /// former, not the latter), then by whether a lockout is in force. Accounts with neither
+    /// failures nor a lockout are left out. One pass over the tracked accounts.
+    pub fn attacked_accounts(&self, now: Timestamp, n: usize) -> Vec<AccountHeat> {
+        let now = now.as_millis();
+        let score = |h: &AccountHeat| {
+            (
+                h.unfamiliar_failures + h.familiar_failures + h.directory_bad_count,
+                h.locked,
+                h.last_seen_ms,
+            )
+        };
+        let mut out: Vec<AccountHeat> = self
+            .accounts
+            .iter()
+            .map(|a| self.account_heat(&a, now))
+            .filter(|h| score(h).0 > 0 || h.locked)
+            .collect();
+        out.sort_by(|x, y| (score(y), &x.account).cmp(&(score(x), &y.account)));
+        out.truncate(n);
+        out
+    }
+
+    /// The `n` accounts closest to the directory's own lockout at `now`: the highest mirrored
+    /// bad-password count plus attempts in flight, relative to the tenant's threshold (accounts
+    /// with neither are left out), closest first.
+    pub fn budget_pressure(&self, now: Timestamp, n: usize) -> Vec<AccountHeat> {
+        let now = now.as_millis();
+        let mut out: Vec<AccountHeat> = self
+            .accounts
+            .iter()
+            .map(|a| self.account_heat(&a, now))
+            .filter(|h| h.directory_bad_count + h.pending > 0)
+            .collect();
+        // Closest first: fewest bad passwords left before the threshold.
+        let left = |h: &AccountHeat| {
+            h.directory_threshold
+                .saturating_sub(h.directory_bad_count + h.pending)
+        };
+        out.sort_by(|x, y| (left(x), &x.tenant, &x.account).cmp(&(left(y), &y.tenant, &y.account)));
+        out.truncate(n);
+        out
+    }
+
+    /// The `n` addresses and prefixes with the most failures within `sources.window` at `now`
+    /// (sources with none are left out), most failures first.
+    pub fn attacking_sources(&self, now: Timestamp, n: usize) -> Vec<SourceHeat> {
+        let now = now.as_millis();
+        let names = self.tenant_names();
+        let policy = self.policy();
+        let mut out: Vec<SourceHeat> = self
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let tenant = names
+                    .get(&s.key().tenant)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{:016x}", s.key().tenant));
+                let w = policy.for_tenant(&tenant).sources.window.ms();
+                let failures = s.fails.count(now, w);
+                (failures > 0).then(|| SourceHeat {
+                    source: s.key().net.to_string(),
+                    failures,
+                    failed_accounts: s.failed_accounts.count(now, w),
+                    successes: s.successes.count(now, w),
+                    blocked: s.block.active(now),
+                    tenant,
+                })
+            })
+            .collect();
+        out.sort_by(|x, y| {
+            (y.failures, y.failed_accounts, &x.source).cmp(&(
+                x.failures,
+                x.failed_accounts,
+                &y.source,
+            ))
+        });
+        out.truncate(n);
+        out
+    }
+
     /// The tenant of an attempt in flight (for the service's metrics labels).
     pub fn pending_tenant(&self, attempt_id: u64) -> Option<std::sync::Arc<str>> {
         self.pending.get(&attempt_id).map(|p| p.tenant.clone())
@@ -621,6 +765,43 @@ mod tests {
         assert_eq!(n, blocks.len());
         assert!(e.blocked_sources(at(2_000)).is_empty());
         assert!(e.clear_source_block("acme", "not-an-ip", at(0)).is_err());
+    }
+
+    #[test]
+    fn ranks_attacked_accounts_sources_and_budget_pressure() {
+        let e = engine();
+        lock_out(&e);
+        try_once(
+            &e,
+            "bob",
+            "203.0.113.9",
+            b"z",
+            Outcome::WrongPassword,
+            5_000,
+        );
+        try_once(&e, "carol", "198.51.100.1", b"ok", Outcome::Success, 5_000);
+        let now = at(6_000);
+        let hot = e.attacked_accounts(now, 10);
+        let names: Vec<&str> = hot.iter().map(|h| h.account.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"], "at {now:?}: {hot:?}");
+        assert_eq!(hot[0].directory_bad_count, 5);
+        assert!(hot[0].locked && !hot[1].locked);
+        assert_eq!(e.attacked_accounts(now, 1).len(), 1);
+        let budget = e.budget_pressure(now, 10);
+        assert_eq!(budget[0].account, "alice");
+        assert_eq!(budget[0].directory_bad_count, 5);
+        assert_eq!(budget[0].directory_threshold, 10);
+        assert_eq!(budget[0].budget_left_unfamiliar, 1);
+        assert!(budget.iter().all(|h| h.account != "carol"), "{budget:?}");
+        let sources = e.attacking_sources(now, 10);
+        let addr = sources
+            .iter()
+            .find(|s| s.source == "203.0.113.9")
+            .unwrap_or_else(|| panic!("the attacking address is listed: {sources:?}"));
+        assert_eq!((addr.failures, addr.failed_accounts), (6, 2));
+        assert_eq!(sources[0].failures, 6, "most failures first: {sources:?}");
+        assert!(sources.iter().all(|s| !s.source.starts_with("198.51.100")));
+        assert!(e.attacked_accounts(at(3_600_000), 10).is_empty());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The admin API under `/v1/admin/`, behind a bearer token.
 //!
 //! The token comes from `PORTCULLIS_ADMIN_TOKEN`; without it every admin route answers 404
-//! (`admin_disabled`). A missing or wrong token gets 401; the comparison is constant-time. Every
-//! admin request that passes is logged with tracing and written to the audit log.
+//! (`admin_disabled`). A missing or wrong token gets 401; the comparison is constant-time. A
+//! signed-in dashboard session (its cookie, plus its CSRF token in `x-csrf-token` for a POST) is
+//! accepted instead of the bearer token: see [`crate::dashboard`]. Every admin request that passes
+//! is logged with tracing and written to the audit log.
 //!
 //! Routes: `GET lockouts`, `GET sources`, `GET sprays`, `GET account?tenant=&user=`,
 //! `POST unlock {"tenant","user"}`, `POST clear-source {"tenant","source"}`, `GET policy`.
@@ -56,7 +58,9 @@ async fn require_token(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !token_matches(expected, header) {
+    if !token_matches(expected, header)
+        && !crate::dashboard::session_allows(&state, req.method(), req.headers())
+    {
         tracing::warn!(path = %req.uri().path(), "Admin request refused: missing or wrong token.");
         return Err(Error::Unauthorized);
     }

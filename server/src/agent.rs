@@ -19,9 +19,10 @@
 //! healthy the answer is `directory_unreachable`, at once. A background loop re-checks health.
 //! Invariant: each call returns exactly one answer, and agent faults are never `wrong_password`.
 
+use crate::metrics::LatencyHistogram;
 use portcullis_engine::Outcome;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The current protocol version.
@@ -67,6 +68,27 @@ struct Agent {
     base: String,
     label: String,
     healthy: AtomicBool,
+    /// Answers by result, in the order of [`Outcome::ALL`] (for the dashboard).
+    answers: [AtomicU64; Outcome::ALL.len()],
+    /// Round-trip times (for the dashboard).
+    latency: LatencyHistogram,
+}
+
+/// One agent as the dashboard shows it: health, answers by result, latency quantiles since start.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentStats {
+    /// The agent's index in the configuration (its metrics label).
+    pub index: usize,
+    /// Its base URL.
+    pub url: String,
+    /// Whether its last health check (or exchange) succeeded.
+    pub healthy: bool,
+    /// Answers by result name, results never answered left out.
+    pub answers: std::collections::BTreeMap<&'static str, u64>,
+    /// Median round-trip time, ms (bucket upper bound), when any.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile round-trip time, ms (bucket upper bound), when any.
+    pub p99_ms: Option<f64>,
 }
 
 /// The configured agents. See the module docs.
@@ -111,6 +133,8 @@ impl AgentPool {
                     base: u.trim_end_matches('/').to_string(),
                     label: i.to_string(),
                     healthy: AtomicBool::new(true),
+                    answers: Default::default(),
+                    latency: LatencyHistogram::default(),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -137,6 +161,27 @@ impl AgentPool {
             .count()
     }
 
+    /// Each agent's health, answers by result and latency quantiles, in configuration order.
+    pub fn stats(&self) -> Vec<AgentStats> {
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(index, a)| AgentStats {
+                index,
+                url: a.base.clone(),
+                healthy: a.healthy.load(Ordering::Relaxed),
+                answers: Outcome::ALL
+                    .iter()
+                    .zip(&a.answers)
+                    .map(|(o, n)| (o.as_str(), n.load(Ordering::Relaxed)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+                p50_ms: a.latency.quantile_ms(0.5),
+                p99_ms: a.latency.quantile_ms(0.99),
+            })
+            .collect()
+    }
+
     /// Forwards one attempt; always returns exactly one answer (see the module docs).
     pub async fn validate(&self, req: &AgentRequest) -> AgentAnswer {
         let n = self.agents.len();
@@ -152,8 +197,10 @@ impl AgentPool {
             }
             let t0 = Instant::now();
             let sent = self.send(agent, req).await;
+            let took = t0.elapsed();
             metrics::histogram!(crate::metrics::AGENT_LATENCY, "agent" => agent.label.clone())
-                .record(t0.elapsed().as_secs_f64());
+                .record(took.as_secs_f64());
+            agent.latency.record(took);
             let answer = match sent {
                 Ok(resp) => {
                     let outcome = resp.result.parse().unwrap_or(Outcome::Error);
@@ -183,6 +230,9 @@ impl AgentPool {
             metrics::counter!(crate::metrics::AGENT_ANSWERS,
                 "agent" => agent.label.clone(), "result" => answer.outcome.as_str())
             .increment(1);
+            if let Some(k) = Outcome::ALL.iter().position(|o| *o == answer.outcome) {
+                agent.answers[k].fetch_add(1, Ordering::Relaxed);
+            }
             return answer;
         }
         unreachable()

@@ -61,7 +61,7 @@ struct ValidateBody {
     payload: Value,
 }
 
-/// The HTTP router: decision API, health, metrics, OpenAPI, admin API.
+/// The HTTP router: decision API, health, metrics, OpenAPI, admin API, dashboard.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
@@ -74,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .nest("/v1/admin", crate::admin::router(state.clone()))
+        .merge(crate::dashboard::router())
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -6,7 +6,8 @@
 //!   operations (check, outcome, validate) with their metrics, audit and shadow policy.
 //! - [`http`]: the HTTP JSON API (`app(state) -> Router`), `/openapi.json`, health and metrics.
 //! - [`grpc`]: the `portcullis.v1.Gate` gRPC service, same semantics.
-//! - [`admin`]: the admin API under `/v1/admin/`, behind a bearer token.
+//! - [`admin`]: the admin API under `/v1/admin/`, behind a bearer token (or a dashboard session).
+//! - [`dashboard`]: the live dashboard at `/`, behind a sign-in with the admin token.
 //! - [`agent`]: the agent protocol and the pool of agents used in in-line mode.
 //! - [`ref_agent`]: a small reference agent with a fixed user table, for tests and demos.
 //! - [`audit`]: the JSON-lines decision audit log.
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod agent;
 pub mod audit;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -96,3 +96,140 @@ fn describe() {
     describe_counter!(BAD_REQUESTS, "Requests refused as malformed.");
     describe_counter!(ADMIN_ACTIONS, "Admin API actions.");
 }
+
+/// A small fixed-size latency histogram kept in process for the dashboard (Prometheus keeps its
+/// own): 24 buckets whose upper bounds double from 50 µs (50 µs, 100 µs, ... ~7 min), plus one
+/// for anything longer. Lock-free and 200 bytes whatever the traffic; a quantile is reported as
+/// the upper bound of the bucket it falls in, so it is exact to within a factor of two.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [std::sync::atomic::AtomicU64; LatencyHistogram::BUCKETS + 1],
+}
+
+impl LatencyHistogram {
+    /// Buckets with a finite upper bound.
+    pub const BUCKETS: usize = 24;
+    /// The upper bound of the first bucket, microseconds.
+    const FIRST_US: u64 = 50;
+
+    /// Counts one observation.
+    pub fn record(&self, d: std::time::Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let mut i = 0;
+        let mut bound = Self::FIRST_US;
+        while i < Self::BUCKETS && us > bound {
+            i += 1;
+            bound *= 2;
+        }
+        self.buckets[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many observations were counted.
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .iter()
+            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The `q` quantile (0 to 1) in milliseconds, as the upper bound of its bucket; `None` with no
+    /// observation. Past the last bound it reports the last bound.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let i = i.min(Self::BUCKETS - 1) as u32;
+                return Some((Self::FIRST_US << i) as f64 / 1000.0);
+            }
+        }
+        Some((Self::FIRST_US << (Self::BUCKETS - 1)) as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grafana_dashboard_queries_only_metrics_we_export() {
+        let known = [
+            DECISIONS,
+            OUTCOMES,
+            LOCKOUTS_STARTED,
+            ACTIVE_LOCKOUTS,
+            BLOCKED_SOURCES,
+            SPRAYED,
+            SPRAYS_DETECTED,
+            BUDGET_REFUSALS,
+            AGENT_ANSWERS,
+            AGENT_LATENCY,
+            AGENTS_HEALTHY,
+            CHECK_LATENCY,
+            TRACKED,
+            RELOADS,
+            SHADOW_DISAGREEMENTS,
+            BAD_REQUESTS,
+            ADMIN_ACTIONS,
+        ];
+        let text = include_str!("../../deploy/grafana/portcullis.json");
+        let v: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let panels = v["panels"].as_array().expect("panels");
+        let mut used = std::collections::BTreeSet::new();
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(i) = rest.find("portcullis_") {
+                    let name: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[i + name.len()..];
+                    let base = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+                    assert!(known.contains(&base.as_str()), "{name} in {expr}");
+                    used.insert(base);
+                }
+            }
+        }
+        for m in [
+            DECISIONS,
+            LOCKOUTS_STARTED,
+            SPRAYS_DETECTED,
+            BUDGET_REFUSALS,
+            AGENT_LATENCY,
+            CHECK_LATENCY,
+            TRACKED,
+            RELOADS,
+            SHADOW_DISAGREEMENTS,
+        ] {
+            assert!(used.contains(m), "no panel shows {m}");
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles_are_bucket_upper_bounds() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile_ms(0.5), None);
+        for _ in 0..98 {
+            h.record(Duration::from_micros(40)); // first bucket, <= 50 µs
+        }
+        h.record(Duration::from_millis(3)); // <= 3.2 ms
+        h.record(Duration::from_secs(3600)); // past the last bound
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile_ms(0.5), Some(0.05));
+        assert_eq!(h.quantile_ms(0.99), Some(3.2));
+        assert_eq!(h.quantile_ms(1.0), Some((50u64 << 23) as f64 / 1000.0));
+    }
+}

@@ -8,6 +8,8 @@
 use crate::agent::{AgentPool, AgentRequest};
 use crate::audit::{Audit, DecisionRecord};
 use crate::config::Config;
+use crate::dashboard::activity::{series_index, Activity, SERIES};
+use crate::dashboard::session::Sessions;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -19,6 +21,7 @@ use portcullis_engine::{
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,9 +57,19 @@ pub struct Service {
     pub config: Config,
     /// The metrics handle, for `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Decisions of the last hour by tenant and reason, for the dashboard's chart.
+    pub activity: Activity,
+    /// Dashboard sign-in sessions.
+    pub sessions: Sessions,
+    /// Shadow disagreements since start by kind ([`DISAGREEMENT_KINDS`]) and the shadow's
+    /// reason ([`crate::dashboard::activity::SERIES`] order), for the dashboard.
+    pub disagreements: [[AtomicU64; SERIES.len()]; DISAGREEMENT_KINDS.len()],
     /// Primary attempt id to shadow attempt id, for attempts both forwarded.
     shadow_ids: Mutex<HashMap<u64, u64>>,
 }
+
+/// The kinds of shadow disagreement (the `kind` label of the metric).
+pub const DISAGREEMENT_KINDS: [&str; 3] = ["would_block", "would_forward", "other_reason"];
 
 /// A checked attempt, as the front ends hand it over.
 #[derive(Debug, Clone, Default)]
@@ -204,6 +217,9 @@ impl Service {
             audit,
             config,
             metrics,
+            activity: Activity::default(),
+            sessions: Sessions::default(),
+            disagreements: Default::default(),
             shadow_ids: Mutex::new(HashMap::new()),
         }
     }
@@ -231,6 +247,8 @@ impl Service {
         metrics::histogram!(m::CHECK_LATENCY, "api" => api).record(t0.elapsed().as_secs_f64());
         let tenant = self.tenant_label(&i.tenant);
         let reason = d.reason.map_or("none", |r| r.as_str());
+        self.activity
+            .record(&tenant, series_index(d.reason), now.as_millis());
         metrics::counter!(m::DECISIONS, "tenant" => tenant.clone(),
             "decision" => d.verdict.as_str(), "reason" => reason)
         .increment(1);
@@ -257,6 +275,9 @@ impl Service {
             let reason = s.reason.map_or("none", |r| r.as_str());
             metrics::counter!(m::SHADOW_DISAGREEMENTS, "kind" => kind, "reason" => reason)
                 .increment(1);
+            if let Some(k) = DISAGREEMENT_KINDS.iter().position(|x| *x == kind) {
+                self.disagreements[k][series_index(s.reason)].fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let (Some(primary), Some(sid)) = (d.attempt_id, s.attempt_id) {
             let mut ids = self.shadow_ids.lock().unwrap_or_else(|e| e.into_inner());
