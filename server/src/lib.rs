@@ -8,6 +8,7 @@
 //! - [`grpc`]: the `portcullis.v1.Gate` gRPC service, same semantics.
 //! - [`admin`]: the admin API under `/v1/admin/`, behind a bearer token.
 //! - [`agent`]: the agent protocol and the pool of agents used in in-line mode.
+//! - [`ldap_agent`]: `portcullis agent`, the LDAP bind agent in front of Active Directory.
 //! - [`ref_agent`]: a small reference agent with a fixed user table, for tests and demos.
 //! - [`audit`]: the JSON-lines decision audit log.
 //! - [`reload`]: live policy reload on file change and SIGHUP.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod ldap_agent;
 pub mod metrics;
 pub mod ref_agent;
 pub mod reload;
