@@ -33,7 +33,8 @@ enum Command {
     RefAgent(RefAgentArgs),
     /// Run the LDAP agent: validates sign-ins by a simple bind against Active Directory.
     Agent(LdapAgentArgs),
-    /// Replay a trace through the engine against a simulated directory and score it.
+    /// Replay a trace through the engine against a simulated directory and score it, or, with
+    /// `--target`, send it to a running service (or agent) and read the real directory.
     Replay(replay::ReplayArgs),
     /// Write a synthetic trace of one attack scenario.
     Synth(replay::SynthArgs),
