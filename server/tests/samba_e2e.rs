@@ -66,6 +66,11 @@ struct Samba {
 
 impl Samba {
     fn start(users: &[(String, String)], lock_seconds: u32) -> Samba {
+        // A DC left running (a killed run) would answer for this one, with other users.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", 389)).is_err(),
+            "port 389 is taken: a Samba left running? (`ss -ltnp 'sport = :389'`)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         for (u, p) in users {
@@ -165,6 +170,10 @@ struct LdapAgent {
 
 impl LdapAgent {
     fn start() -> LdapAgent {
+        LdapAgent::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> LdapAgent {
         let mut child = Command::new(BIN)
             .args([
                 "agent",
@@ -179,6 +188,7 @@ impl LdapAgent {
                 "--timeout",
                 "2s",
             ])
+            .args(extra)
             .env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -257,11 +267,28 @@ async fn agent_answers_wrong_password_for_52e_and_logs_no_password() {
         return;
     }
     let samba = Samba::start(&users(&["alice"]), 60);
-    let agent = LdapAgent::start();
-    assert_eq!(agent.result("alice", "Ok-alice-7x").await, "success");
+    let key = samba.dir.path().join("fp.key");
+    std::fs::write(&key, "a-test-fingerprint-key-of-32-byt").unwrap();
+    let agent = LdapAgent::start_with(&["--fp-key-file", key.to_str().unwrap()]);
+    let ok = agent.validate("alice", "Ok-alice-7x").await;
+    assert_eq!(
+        ok,
+        json!({"result": "success"}),
+        "no fingerprint of a right password"
+    );
     let wrong = agent.validate("alice", "Canary-Wrong-1").await;
     assert_eq!(wrong["result"], "wrong_password", "{wrong}");
-    assert!(agent.url.starts_with("http://127.0.0.1:"));
+    let fp = wrong["pw_fp"]
+        .as_str()
+        .expect("a keyed fingerprint")
+        .to_string();
+    assert_eq!(fp.len(), 32, "{fp}");
+    let again = agent.validate("alice", "Canary-Wrong-1").await;
+    assert_eq!(
+        again["pw_fp"],
+        fp.as_str(),
+        "same password, same fingerprint"
+    );
     // Samba answers 52e for an unknown user too.
     assert_eq!(
         agent.result("nobody-here", "Canary-Wrong-2").await,
@@ -269,11 +296,11 @@ async fn agent_answers_wrong_password_for_52e_and_logs_no_password() {
     );
     // Refused by the agent itself, never sent as an anonymous bind.
     assert_eq!(agent.result("alice", "").await, "wrong_password");
-    assert_eq!(samba.state("alice").bad_pwd_count, 1, "only the one 52e");
+    assert_eq!(samba.state("alice").bad_pwd_count, 2, "only the two 52e");
     let output = agent.stop();
     assert_no_secret(
         &output,
-        &["Ok-alice-7x", "Canary-Wrong-1", "Canary-Wrong-2"],
+        &["Ok-alice-7x", "Canary-Wrong-1", "Canary-Wrong-2", &fp],
     );
 }
 
