@@ -677,6 +677,24 @@ mod tests {
         held.abort();
     }
 
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_unreachable_never_a_wrong_password() {
+        // LDAPS to a listener that closes every connection at once: the rustls path runs (trust
+        // store loaded, handshake started) and fails before any bind is sent.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let closer = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        let v = validator(format!("ldaps://{addr}"));
+        let a = v.validate("acme", "alice", "guess").await;
+        assert_eq!(a.outcome, Outcome::DirectoryUnreachable);
+        assert_eq!(a.pw_fp, None);
+        closer.abort();
+    }
+
     #[test]
     fn resolves_ldaps_urls_and_refuses_bad_settings() {
         let args = |ldap: &str, ldaps: bool| LdapAgentArgs {
