@@ -4,7 +4,9 @@
 //! Portcullis sends `POST {agent}/v1/validate` with a JSON [`AgentRequest`]:
 //! `{"v":1,"id":"<attempt id>","tenant":"acme","user":"alice@acme.example","payload":<opaque>}`.
 //! `payload` is whatever the broker put in its `/v1/validate` request, passed through unchanged
-//! (typically the encrypted credential the agent knows how to open). The agent answers `200` with
+//! (typically the encrypted credential the agent knows how to open; the reference agents,
+//! [`crate::ref_agent`] and the LDAP agent [`crate::ldap_agent`], take the password in clear as
+//! `{"password":"..."}`, for tests and trials only). The agent answers `200` with
 //! a JSON [`AgentResponse`]: `{"result":"<outcome>","pw_fp":"<hex>"?}`, where `result` is one of
 //! the outcome names (`success`, `wrong_password`, `unknown_user`, `locked`, `disabled`, `expired`,
 //! `must_change_password`, `directory_unreachable`, `timeout`, `error`) and `pw_fp`, optional, is

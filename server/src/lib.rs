@@ -9,6 +9,9 @@
 //! - [`admin`]: the admin API under `/v1/admin/`, behind a bearer token (or a dashboard session).
 //! - [`dashboard`]: the live dashboard at `/`, behind a sign-in with the admin token.
 //! - [`agent`]: the agent protocol and the pool of agents used in in-line mode.
+//! - [`ldap_agent`]: `portcullis agent`, the LDAP bind agent in front of Active Directory.
+//! - [`live_replay`]: `replay --target`: a trace sent to a running service (or an agent), scored
+//!   with the directory's real lockouts.
 //! - [`ref_agent`]: a small reference agent with a fixed user table, for tests and demos.
 //! - [`audit`]: the JSON-lines decision audit log.
 //! - [`reload`]: live policy reload on file change and SIGHUP.
@@ -27,6 +30,8 @@ pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod ldap_agent;
+pub mod live_replay;
 pub mod metrics;
 pub mod ref_agent;
 pub mod reload;

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use portcullis_engine::policy::Policy;
 use portcullis_server::config::{Config, ServeArgs};
+use portcullis_server::ldap_agent::LdapAgentArgs;
 use portcullis_server::ref_agent::RefAgentArgs;
 use portcullis_server::service::{AppState, Service};
 use std::path::PathBuf;
@@ -32,7 +33,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run the reference agent (a fixed user table) for tests and demos.
     RefAgent(RefAgentArgs),
-    /// Replay a trace through the engine against a simulated directory and score it.
+    /// Run the LDAP agent: validates sign-ins by a simple bind against Active Directory.
+    Agent(LdapAgentArgs),
+    /// Replay a trace through the engine against a simulated directory and score it, or, with
+    /// `--target`, send it to a running service (or agent) and read the real directory.
     Replay(replay::ReplayArgs),
     /// Write a synthetic trace of one attack scenario.
     Synth(replay::SynthArgs),
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     let result: Result<ExitCode> = match cli.command {
         Command::Serve(args) => serve(&args).map(|_| ExitCode::SUCCESS),
         Command::RefAgent(args) => ref_agent(args).map(|_| ExitCode::SUCCESS),
+        Command::Agent(args) => ldap_agent(args).map(|_| ExitCode::SUCCESS),
         Command::Replay(args) => replay::run_replay(&args).map(|_| ExitCode::SUCCESS),
         Command::Synth(args) => replay::run_synth(&args).map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => replay::run_demo(&args).map(|_| ExitCode::SUCCESS),
@@ -143,5 +148,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
 
 fn ref_agent(args: RefAgentArgs) -> Result<()> {
     runtime()?.block_on(portcullis_server::ref_agent::run(args))?;
+    Ok(())
+}
+
+fn ldap_agent(args: LdapAgentArgs) -> Result<()> {
+    init_tracing();
+    runtime()?.block_on(portcullis_server::ldap_agent::run(args))?;
     Ok(())
 }

@@ -36,6 +36,34 @@ pub struct ReplayArgs {
     /// (e.g. `lockout.threshold=3,5,7`); repeat for more keys. Runs on all cores.
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Vec<String>,
+    /// Live replay: send the attempts to this running service's `/v1/validate` (in-line mode)
+    /// instead of the simulated directory, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, requires = "credentials")]
+    target: Option<String>,
+    /// With `--target`: the target is an agent, spoken to in the agent protocol, with no
+    /// Portcullis in front (the baseline).
+    #[arg(long, requires = "target")]
+    direct: bool,
+    /// With `--target`: test-only `TOKEN PASSWORD` lines mapping each trace `pw` token to the
+    /// password sent in the payload.
+    #[arg(long, requires = "target")]
+    credentials: Option<PathBuf>,
+    /// With `--target`: trace time runs this many times faster than wall time.
+    #[arg(long, requires = "target", conflicts_with = "as_fast_as_possible")]
+    speed: Option<f64>,
+    /// With `--target`: send without waiting for the trace's clock (the default).
+    #[arg(long, requires = "target")]
+    as_fast_as_possible: bool,
+    /// With `--target`: requests in flight at most.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// With `--target`: a Samba AD DC directory (`scripts/samba-ad.sh start DIR`) whose
+    /// accounts' `badPwdCount`/`lockoutTime` are read before, during and after the replay.
+    #[arg(long, requires = "target")]
+    samba_dir: Option<PathBuf>,
+    /// With `--samba-dir`: how often the directory is sampled, e.g. `1s`.
+    #[arg(long, default_value = "1s")]
+    sample_every: String,
 }
 
 /// Width of the HTML report's timeline buckets before widening (one minute).
@@ -201,8 +229,83 @@ fn write_html(path: &Path, html: &str) -> Result<()> {
     Ok(())
 }
 
+/// `portcullis replay --target`: a live replay against a running service or agent.
+fn run_live(args: &ReplayArgs, target: &str) -> Result<()> {
+    use portcullis_server::live_replay::{self as live, Credentials, DirectoryProbe, LiveOptions};
+    let events = live::read_trace(&args.trace)
+        .with_context(|| format!("reading trace {}", args.trace.display()))?;
+    let cred_path = args
+        .credentials
+        .as_ref()
+        .context("--target needs --credentials")?;
+    let credentials = Credentials::parse(
+        &std::fs::read_to_string(cred_path)
+            .with_context(|| format!("reading {}", cred_path.display()))?,
+    )?;
+    let base = target.trim_end_matches('/').to_string();
+    let target = if args.direct {
+        live::Target::Agent(base)
+    } else {
+        live::Target::Service(base)
+    };
+    let options = LiveOptions {
+        speed: if args.as_fast_as_possible {
+            None
+        } else {
+            args.speed
+        },
+        concurrency: args.concurrency.max(1),
+        sample_every: humantime::parse_duration(&args.sample_every)
+            .with_context(|| format!("--sample-every {:?}", args.sample_every))?,
+        ..LiveOptions::default()
+    };
+    let probe = args.samba_dir.clone().map(DirectoryProbe::Samba);
+    let pb = progress(events.len() as u64, "live replay");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(live::run(
+        &events,
+        &credentials,
+        &target,
+        &options,
+        probe,
+        Some(pb.clone()),
+    ))?;
+    pb.finish_and_clear();
+    if let Some(path) = &args.report {
+        let mut f = BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        serde_json::to_writer_pretty(&mut f, &report)?;
+        writeln!(f)?;
+        f.flush()?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report.report);
+        let l = &report.live;
+        println!(
+            "live                   target {}, {} accounts, {} samples, max badPwdCount {}, {} locked, latency p50 {:.1} ms p99 {:.1} ms",
+            l.target,
+            l.accounts,
+            l.samples.len(),
+            l.max_bad_pwd_count,
+            l.locked_accounts.len(),
+            l.latency_ms_p50,
+            l.latency_ms_p99
+        );
+    }
+    Ok(())
+}
+
 /// `portcullis replay`.
 pub fn run_replay(args: &ReplayArgs) -> Result<()> {
+    if let Some(target) = &args.target {
+        return run_live(args, target);
+    }
     if !args.sweep.is_empty() {
         return run_sweep(args);
     }

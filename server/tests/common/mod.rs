@@ -21,7 +21,7 @@ pub fn default_policy() -> PathBuf {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn follow(&self, r: impl std::io::Read + Send + 'static) {
+    pub fn follow(&self, r: impl std::io::Read + Send + 'static) {
         let lines = self.0.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
