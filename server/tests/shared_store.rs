@@ -248,11 +248,12 @@ async fn deliver(
         policy_toml
     );
     let want = engine.outcome(f.local_id, outcome, None, at(now)).unwrap();
-    let got = store
+    let (got, tenant) = store
         .outcome(f.shared_id, outcome, None, at(now))
         .await
         .expect("shared outcome");
     prop_assert_eq!(got, want, "outcome effects differ at {}", now);
+    prop_assert_eq!(tenant, "contoso");
     // Applied once: a second report of the same id is refused.
     prop_assert!(store
         .outcome(f.shared_id, outcome, None, at(now))

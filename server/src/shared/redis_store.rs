@@ -298,6 +298,7 @@ impl RedisStore {
     }
 
     /// Connects and builds the store with a fresh in-memory engine for `policy`.
+    /// Sets the `portcullis_store_up` gauge to 1.
     pub async fn open(
         opts: &StoreOptions,
         policy: portcullis_engine::Policy,
@@ -307,6 +308,7 @@ impl RedisStore {
             policy,
             portcullis_engine::Options::in_memory(secret),
         )?);
+        metrics::gauge!(crate::metrics::STORE_UP).set(1.0);
         Ok(RedisStore::new(conn, secret, engine, opts))
     }
 
@@ -325,16 +327,30 @@ impl RedisStore {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Pings Redis within the deadline; updates [`Self::is_up`].
+    /// Checks Redis within the deadline and updates [`Self::is_up`]. It also puts the secret back
+    /// (`SET NX`) should Redis have restarted empty, so instances started later still agree; a
+    /// different secret found there (another installation sharing the namespace) counts as down.
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();
-        let r = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut c),
-        )
-        .await;
-        let ok = matches!(r, Ok(Ok(_)));
-        self.up.store(ok, Ordering::Relaxed);
+        let key = format!("{{{}:meta}}:secret", self.ns);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(&self.secret[..])
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key);
+        let r = tokio::time::timeout(self.timeout, pipe.query_async::<(Vec<u8>,)>(&mut c)).await;
+        let ok = match r {
+            Ok(Ok((v,))) if v == self.secret => true,
+            Ok(Ok(_)) => {
+                tracing::error!(namespace = %self.ns, "Another secret is stored under this namespace: refusing to share state.");
+                false
+            }
+            _ => false,
+        };
+        self.set_up(ok);
         ok
     }
 
@@ -350,12 +366,19 @@ impl RedisStore {
             Err(e) if e.is_outage() => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 if matches!(e, StoreError::Unavailable(_)) {
-                    self.up.store(false, Ordering::Relaxed);
+                    self.set_up(false);
                 }
             }
-            _ => self.up.store(true, Ordering::Relaxed),
+            _ => self.set_up(true),
         }
         r
+    }
+
+    /// Records whether Redis answered; the `portcullis_store_up` gauge follows on every change.
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            metrics::gauge!(crate::metrics::STORE_UP).set(if up { 1.0 } else { 0.0 });
+        }
     }
 
     fn hash_hex(&self, domain: &[u8], parts: &[&[u8]]) -> String {
@@ -392,33 +415,18 @@ impl RedisStore {
         self.guarded(self.check_inner(a, now)).await
     }
 
-    /// Records what the directory answered for a forwarded attempt, as [`Engine::outcome`] would.
-    /// An unknown or already reported id is `Engine(UnknownAttempt)` and changes nothing.
+    /// Records what the directory answered for a forwarded attempt, as [`Engine::outcome`] would;
+    /// returns what it did and the attempt's tenant. An unknown or already reported id is
+    /// `Engine(UnknownAttempt)` and changes nothing.
     pub async fn outcome(
         &self,
         attempt_id: u64,
         result: Outcome,
         fingerprint: Option<&[u8]>,
         now: Timestamp,
-    ) -> StoreResult<OutcomeEffects> {
+    ) -> StoreResult<(OutcomeEffects, String)> {
         self.guarded(self.outcome_inner(attempt_id, result, fingerprint, now))
             .await
-    }
-
-    /// The tenant of an attempt in flight, for metrics labels (`None` when unknown or down).
-    pub async fn pending_tenant(&self, attempt_id: u64) -> Option<String> {
-        let mut c = self.conn.clone();
-        let key = self.attempt_key(attempt_id);
-        let v = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<Vec<u8>>>(&mut c),
-        )
-        .await
-        .ok()?
-        .ok()??;
-        decode::<AttemptRec>("attempt", &v).ok().map(|r| r.tenant)
     }
 
     fn cached_block(&self, key: &str, now: i64) -> Option<Decision> {
@@ -723,7 +731,7 @@ impl RedisStore {
         result: Outcome,
         fingerprint: Option<&[u8]>,
         now: Timestamp,
-    ) -> StoreResult<OutcomeEffects> {
+    ) -> StoreResult<(OutcomeEffects, String)> {
         let mut c = self.conn.clone();
         let akey = self.attempt_key(id);
         let raw: Option<Vec<u8>> = redis::cmd("GETDEL").arg(&akey).query_async(&mut c).await?;
@@ -742,7 +750,7 @@ impl RedisStore {
                     .await;
                 Err(e)
             }
-            r => r,
+            r => r.map(|fx| (fx, rec.tenant)),
         }
     }
 
