@@ -69,11 +69,13 @@ pub enum Reason {
     BlockedNetwork,
     /// Too many attempts are in flight for the engine to account for another one.
     Overloaded,
+    /// The shared store (Redis) cannot be reached and the policy's `fail_mode` is `closed`.
+    StoreUnavailable,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (metric labels come from this bounded set).
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::AccountLocked,
         Reason::DirectoryBudget,
         Reason::DirectoryLocked,
@@ -83,6 +85,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::BlockedNetwork,
         Reason::Overloaded,
+        Reason::StoreUnavailable,
     ];
 
     /// The API name.
@@ -97,6 +100,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::BlockedNetwork => "blocked_network",
             Reason::Overloaded => "overloaded",
+            Reason::StoreUnavailable => "store_unavailable",
         }
     }
 }

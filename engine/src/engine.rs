@@ -255,6 +255,53 @@ impl Engine {
         h.finalize().to_hex()[..16].to_string()
     }
 
+    /// The account an attempt names, as every store keys it: the keyed hash of tenant and
+    /// normalised name, and the normalised name. A shared store keys its records with it, so all
+    /// instances (same secret) agree on the key.
+    pub fn account_identity(&self, tenant: &str, user: &str) -> Result<(u128, Box<str>)> {
+        NAME_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            normalize_into(user, &mut buf)?;
+            Ok((self.account_key(tenant, &buf).0, Box::from(buf.as_str())))
+        })
+    }
+
+    /// The policy in force for `tenant` and the tenant's keyed id; refuses a bad tenant name.
+    pub fn tenant_info(&self, tenant: &str) -> Result<(Arc<TenantPolicy>, u64)> {
+        let rt = self.tenant(tenant)?;
+        Ok((rt.policy.clone(), rt.id))
+    }
+
+    /// This instance's rate limit (governor, never shared) for `ip` in `tenant` at `now`: the
+    /// refusal when `ip` is over it, counting this attempt.
+    pub fn rate_limited(
+        &self,
+        tenant: &str,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Result<Option<Decision>> {
+        let rt = self.tenant(tenant)?;
+        Ok(self.rate_check(&rt, canonical(ip), now.as_millis()))
+    }
+
+    fn rate_check(&self, rt: &TenantRt, ip: IpAddr, now: i64) -> Option<Decision> {
+        let p = &*rt.policy;
+        self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
+        let not_until = rt.limiter.check_key(&ip).err()?;
+        let wait = not_until.wait_time_from(self.rate_clock.now());
+        let fired = Fired {
+            counter: "source_rate_per_second",
+            value: u64::from(p.sources.rate_per_second) + 1,
+            limit: u64::from(p.sources.rate_per_second),
+        };
+        Some(rules::refuse(
+            Reason::RateLimited,
+            Some(wait.max(Duration::from_millis(1))),
+            fired,
+            Familiarity::Unfamiliar,
+        ))
+    }
+
     pub(crate) fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
         let mut h = blake3::Hasher::new_keyed(&self.secret);
         h.update(b"acct\0");
@@ -413,20 +460,7 @@ impl Engine {
                     ctx.suspicious |= finding.suspicious;
                 }
             }
-            self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
-            if let Err(not_until) = rt.limiter.check_key(&ip) {
-                let wait = not_until.wait_time_from(self.rate_clock.now());
-                let fired = Fired {
-                    counter: "source_rate_per_second",
-                    value: u64::from(p.sources.rate_per_second) + 1,
-                    limit: u64::from(p.sources.rate_per_second),
-                };
-                let d = rules::refuse(
-                    Reason::RateLimited,
-                    Some(wait.max(Duration::from_millis(1))),
-                    fired,
-                    unfamiliar,
-                );
+            if let Some(d) = self.rate_check(rt, ip, now) {
                 return (d, false);
             }
         }

@@ -67,6 +67,20 @@ pub enum Mode {
     LogOnly,
 }
 
+/// What a shared-store instance does when its store (Redis) cannot be reached: it cannot know the
+/// account's counters, familiar locations or the sources' blocks then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Refuse every attempt (`block`, reason `store_unavailable`): the directory is never at risk,
+    /// sign-ins through this instance wait for the store.
+    #[default]
+    Closed,
+    /// Forward every attempt unchecked: sign-ins go on, but nothing protects the directory's
+    /// counter until the store is back.
+    Open,
+}
+
 /// The on-premises directory's own lockout policy, which the engine must never trip.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,6 +274,9 @@ impl Default for SprayPolicy {
 pub struct TenantPolicy {
     /// `enforce` (default) or `log_only`.
     pub mode: Mode,
+    /// With a shared store (`serve --store redis://..`): `closed` (default) refuses attempts while
+    /// the store is unreachable, `open` forwards them unchecked. The embedded store never fails so.
+    pub fail_mode: FailMode,
     /// The directory's own lockout policy.
     pub directory: DirectoryPolicy,
     /// Smart lockout per account.

@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// The longest a request may take before it is answered 408, e.g. `30s` (the default).
     #[arg(long)]
     pub request_timeout: Option<String>,
+    /// Share state with other instances through Redis, e.g. `redis://127.0.0.1:6379`. Without
+    /// it, state lives in the embedded sled store (`--data`).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// The key namespace in Redis: one per installation. Default `portcullis`.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Deadline of one Redis operation (a check, an outcome), e.g. `500ms` (the default).
+    #[arg(long)]
+    pub store_timeout: Option<String>,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -73,6 +83,9 @@ struct FileConfig {
     health_interval: Option<String>,
     max_body_bytes: Option<usize>,
     request_timeout: Option<String>,
+    store: Option<String>,
+    namespace: Option<String>,
+    store_timeout: Option<String>,
 }
 
 /// The resolved settings of a running service.
@@ -108,6 +121,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The admin bearer token (from `PORTCULLIS_ADMIN_TOKEN`); `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// The shared store's URL (`redis://..`); `None` keeps state in sled.
+    pub store: Option<String>,
+    /// The Redis key namespace. Default `portcullis`.
+    pub namespace: String,
+    /// Deadline of one Redis operation. Default 500 ms.
+    pub store_timeout: Duration,
 }
 
 impl Default for Config {
@@ -128,6 +147,9 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             admin_token: None,
+            store: None,
+            namespace: "portcullis".into(),
+            store_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -212,6 +234,28 @@ impl Config {
                 )));
             }
             c.max_body_bytes = v;
+        }
+        c.store = args.store.clone().or(file.store);
+        if let Some(url) = &c.store {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://"))
+            {
+                return Err(Error::Config(format!(
+                    "store {url:?} must be a redis://, rediss:// or redis+unix:// URL"
+                )));
+            }
+        }
+        if let Some(ns) = args.namespace.clone().or(file.namespace) {
+            if !portcullis_engine::policy::valid_tenant_name(&ns) {
+                return Err(Error::Config(format!(
+                    "`namespace` = {ns:?} must be 1 to 64 of A-Z a-z 0-9 . _ -"
+                )));
+            }
+            c.namespace = ns;
+        }
+        if let Some(v) = args.store_timeout.as_ref().or(file.store_timeout.as_ref()) {
+            c.store_timeout = duration("store_timeout", v)?;
         }
         c.admin_token = admin_token.filter(|t| !t.is_empty());
         Ok(c)

@@ -32,6 +32,9 @@ pub enum Error {
     /// A cap was reached: 503 (gRPC `ResourceExhausted`).
     #[error("capacity reached for {0}")]
     Capacity(&'static str),
+    /// The shared store (Redis) cannot be reached: 503 `store_unavailable` (gRPC `Unavailable`).
+    #[error("the shared store is unavailable")]
+    StoreUnavailable,
     /// The engine failed (store, corrupt record): 500 with a generic body.
     #[error("engine: {0}")]
     Engine(portcullis_engine::Error),
@@ -92,6 +95,7 @@ impl IntoResponse for Error {
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::AdminDisabled => (StatusCode::NOT_FOUND, "admin_disabled"),
             Error::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let body = match &self {
@@ -123,6 +127,7 @@ impl From<Error> for tonic::Status {
             Error::Unauthorized => tonic::Status::unauthenticated(e.to_string()),
             Error::AdminDisabled => tonic::Status::not_found(e.to_string()),
             Error::Capacity(_) => tonic::Status::resource_exhausted(e.to_string()),
+            Error::StoreUnavailable => tonic::Status::unavailable(e.to_string()),
             _ => {
                 tracing::error!(error = %e, "Request failed.");
                 tonic::Status::internal("internal error")

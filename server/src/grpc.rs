@@ -55,7 +55,7 @@ impl Gate for GrpcGate {
             pw: r.pw,
             app: r.app,
         };
-        let (id, decision, _, reason, retry_after_s) = split(self.state.check(&input)?);
+        let (id, decision, _, reason, retry_after_s) = split(self.state.check(&input).await?);
         Ok(Response::new(CheckResponse {
             id,
             decision,
@@ -70,7 +70,10 @@ impl Gate for GrpcGate {
     ) -> Result<Response<OutcomeResponse>, Status> {
         let r = req.into_inner();
         self.within_limit(&r)?;
-        let fx = self.state.outcome(&r.id, &r.result, r.pw.as_deref())?;
+        let fx = self
+            .state
+            .outcome(&r.id, &r.result, r.pw.as_deref())
+            .await?;
         Ok(Response::new(OutcomeResponse {
             lockout_started: fx.lockout_started,
             source_blocked: fx.source_blocked,

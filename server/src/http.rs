@@ -167,7 +167,7 @@ async fn check(
         pw: b.pw.map(String::into_bytes),
         app: b.app,
     };
-    counted("check", state.check(&input)).map(Json)
+    counted("check", state.check(&input).await).map(Json)
 }
 
 async fn outcome(
@@ -181,7 +181,9 @@ async fn outcome(
     };
     let fx = counted(
         "outcome",
-        state.outcome(&id, &b.result, b.pw.as_deref().map(str::as_bytes)),
+        state
+            .outcome(&id, &b.result, b.pw.as_deref().map(str::as_bytes))
+            .await,
     )?;
     Ok(Json(json!({
         "recorded": true,

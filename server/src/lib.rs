@@ -17,6 +17,7 @@
 //! - [`reload`]: live policy reload on file change and SIGHUP.
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`server`]: `run(state, listeners, shutdown)`: serving, background loops, graceful shutdown.
+//! - [`shared`]: several instances sharing state through Redis (`serve --store redis://..`).
 //! - [`error`]: the crate's one error type, mapped to HTTP and gRPC.
 //!
 //! Invariant across all of it: a password fingerprint never appears in a log, a metric, an error
@@ -37,6 +38,7 @@ pub mod ref_agent;
 pub mod reload;
 pub mod server;
 pub mod service;
+pub mod shared;
 
 /// Code generated from `proto/portcullis/v1/gate.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -124,7 +124,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         let grpc = tokio::net::TcpListener::bind(config.grpc)
             .await
             .with_context(|| format!("binding gRPC on {}", config.grpc))?;
-        let service = Service::build(config, Some(metrics))?;
+        let service = Service::build(config, Some(metrics)).await?;
         let state = AppState(Arc::new(service));
         tracing::info!(
             http = %http.local_addr()?,
@@ -133,6 +133,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             shadow = state.shadow.is_some(),
             agents = state.agents.as_ref().map_or(0, |a| a.len()),
             data = %state.config.data.display(),
+            store = if state.shared.is_some() { "redis" } else { "sled" },
             "Listening."
         );
         portcullis_server::server::run(

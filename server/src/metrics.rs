@@ -43,6 +43,18 @@ pub const BAD_REQUESTS: &str = "portcullis_bad_requests_total";
 /// Admin actions: label `action`.
 pub const ADMIN_ACTIONS: &str = "portcullis_admin_actions_total";
 
+/// Whether the shared store (Redis) answers (gauge, 1 or 0); absent with the embedded store.
+pub const STORE_UP: &str = "portcullis_store_up";
+/// Shared-store operations that failed (unreachable, deadline, contention): label `op`.
+pub const STORE_ERRORS: &str = "portcullis_store_errors_total";
+/// Decisions taken by the policy's `fail_mode` while the shared store was unavailable: label
+/// `fail_mode` (`closed`, `open`).
+pub const STORE_FAIL_MODE: &str = "portcullis_store_fail_mode_decisions_total";
+/// Compare-and-swap conflicts on the shared store since start (another instance wrote first).
+pub const STORE_CONFLICTS: &str = "portcullis_store_cas_conflicts_total";
+/// Checks answered from the local source-block cache since start.
+pub const STORE_CACHE_HITS: &str = "portcullis_store_cache_hits_total";
+
 const LATENCY_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
 ];
@@ -95,6 +107,23 @@ fn describe() {
     );
     describe_counter!(BAD_REQUESTS, "Requests refused as malformed.");
     describe_counter!(ADMIN_ACTIONS, "Admin API actions.");
+    describe_gauge!(
+        STORE_UP,
+        "Whether the shared store (Redis) answers: 1 or 0."
+    );
+    describe_counter!(STORE_ERRORS, "Shared-store operations that failed, by op.");
+    describe_counter!(
+        STORE_FAIL_MODE,
+        "Decisions taken by the fail mode while the shared store was unavailable."
+    );
+    describe_counter!(
+        STORE_CONFLICTS,
+        "Compare-and-swap conflicts on the shared store."
+    );
+    describe_counter!(
+        STORE_CACHE_HITS,
+        "Checks answered from the local source-block cache."
+    );
 }
 
 /// A small fixed-size latency histogram kept in process for the dashboard (Prometheus keeps its

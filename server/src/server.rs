@@ -3,7 +3,8 @@
 //!
 //! Background loops: write-behind flush every `flush_interval` (so state older than that survives
 //! a `kill -9`), engine housekeeping and gauges every `maintain_interval`, policy reload on file
-//! change and SIGHUP, agent health checks. On shutdown both servers stop accepting, finish the
+//! change and SIGHUP, agent health checks, and with a shared store a ping every second (the
+//! `store_up` gauge and `/readyz`). On shutdown both servers stop accepting, finish the
 //! requests in flight, and the engine's state is flushed to sled one last time.
 
 use crate::error::Result;
@@ -88,6 +89,32 @@ pub async fn run(
         state.clone(),
         rx.clone(),
     )));
+    if let Some(store) = state.shared.clone() {
+        // The shared store's health: a ping every second keeps `/readyz` and the `store_up`
+        // gauge current while no traffic flows, and lets the connection manager reconnect.
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut was_up = true;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let up = store.ping().await;
+                        if up != was_up {
+                            if up {
+                                tracing::info!("Shared store reachable again.");
+                            } else {
+                                tracing::warn!("Shared store unreachable: the policy's fail_mode decides.");
+                            }
+                            was_up = up;
+                        }
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        }));
+    }
     if let Some(pool) = state.agents.clone() {
         let interval = state.config.health_interval;
         let mut rx = rx.clone();

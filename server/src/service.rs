@@ -12,12 +12,14 @@ use crate::dashboard::activity::{series_index, Activity, SERIES};
 use crate::dashboard::session::Sessions;
 use crate::error::{Error, Result};
 use crate::metrics as m;
+use crate::shared::{RedisStore, StoreError, StoreOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_engine::net::parse_ip;
 use portcullis_engine::policy::valid_tenant_name;
 use portcullis_engine::store::{SledStore, Store};
 use portcullis_engine::{
-    Attempt, Decision, Engine, Limits, Options, Outcome, OutcomeEffects, Policy, Timestamp, Verdict,
+    Attempt, Decision, Engine, FailMode, Familiarity, Fired, Limits, Mode, Options, Outcome,
+    OutcomeEffects, Policy, Reason, Timestamp, Verdict,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,8 +47,11 @@ impl std::ops::Deref for AppState {
 
 /// Everything a request may need.
 pub struct Service {
-    /// The enforcing engine.
+    /// The enforcing engine. With a shared store it holds the policy, the keyed hashes and this
+    /// instance's rate limits, and the state lives in [`Service::shared`].
     pub engine: Arc<Engine>,
+    /// The shared store (`--store redis://..`), when state is shared with other instances.
+    pub shared: Option<Arc<RedisStore>>,
     /// The shadow engine, deciding without acting.
     pub shadow: Option<Arc<Engine>>,
     /// Agents, in in-line mode.
@@ -151,22 +156,40 @@ pub fn validate_input(i: &CheckInput) -> Result<IpAddr> {
 }
 
 impl Service {
-    /// Builds the service: opens the store (creating the data directory owner-only), loads the
-    /// policies, the agents and the audit log.
-    pub fn build(config: Config, metrics: Option<PrometheusHandle>) -> Result<Service> {
+    /// Builds the service: opens the store (the sled directory, created owner-only, or the shared
+    /// Redis store with `config.store`), loads the policies, the agents and the audit log.
+    pub async fn build(config: Config, metrics: Option<PrometheusHandle>) -> Result<Service> {
         let policy = load_policy(&config.policy)?;
-        create_private_dir(&config.data)?;
-        let store = SledStore::open(&config.data)?;
-        let secret = store.secret()?;
-        let store: Arc<dyn Store> = Arc::new(store);
-        let engine = Engine::new(
-            policy,
-            Options {
-                secret,
-                store: Some(store),
-                limits: Limits::default(),
-            },
-        )?;
+        let (engine, secret, shared) = match &config.store {
+            Some(url) => {
+                let opts = StoreOptions {
+                    url: url.clone(),
+                    namespace: config.namespace.clone(),
+                    timeout: config.store_timeout,
+                };
+                let store = RedisStore::open(&opts, policy).await.map_err(|e| match e {
+                    StoreError::Engine(e) => Error::from(e),
+                    e => Error::Config(format!("shared store {url}: {e}")),
+                })?;
+                let secret = store.secret();
+                (store.engine().clone(), secret, Some(Arc::new(store)))
+            }
+            None => {
+                create_private_dir(&config.data)?;
+                let store = SledStore::open(&config.data)?;
+                let secret = store.secret()?;
+                let store: Arc<dyn Store> = Arc::new(store);
+                let engine = Engine::new(
+                    policy,
+                    Options {
+                        secret,
+                        store: Some(store),
+                        limits: Limits::default(),
+                    },
+                )?;
+                (Arc::new(engine), secret, None)
+            }
+        };
         let shadow = match &config.shadow {
             Some(path) => Some(Arc::new(Engine::new(
                 load_policy(path)?,
@@ -191,14 +214,9 @@ impl Service {
             }
             None => Audit::off(),
         };
-        Ok(Service::from_parts(
-            Arc::new(engine),
-            shadow,
-            agents,
-            audit,
-            config,
-            metrics,
-        ))
+        let mut service = Service::from_parts(engine, shadow, agents, audit, config, metrics);
+        service.shared = shared;
+        Ok(service)
     }
 
     /// Assembles a service from its parts (tests build engines in memory).
@@ -212,6 +230,7 @@ impl Service {
     ) -> Service {
         Service {
             engine,
+            shared: None,
             shadow,
             agents,
             audit,
@@ -234,7 +253,49 @@ impl Service {
         }
     }
 
-    fn decide(&self, api: &'static str, i: &CheckInput, ip: IpAddr) -> Result<Decision> {
+    /// The decision while the shared store is unavailable: the tenant policy's `fail_mode`.
+    /// `closed` refuses (`store_unavailable`, retry after 1 s); `open` forwards with an attempt id
+    /// no instance will know (its outcome is refused: nothing can be recorded). `log_only`
+    /// forwards either way.
+    fn fail_mode_decision(&self, tenant: &str) -> Decision {
+        let policy = self.engine.policy();
+        let p = policy.for_tenant(tenant);
+        let mode = match p.fail_mode {
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        };
+        metrics::counter!(m::STORE_FAIL_MODE, "fail_mode" => mode).increment(1);
+        let mut d = match p.fail_mode {
+            FailMode::Closed => portcullis_engine::rules::refuse(
+                Reason::StoreUnavailable,
+                portcullis_engine::rules::retry(1000),
+                Fired {
+                    counter: "store_reachable",
+                    value: 0,
+                    limit: 1,
+                },
+                Familiarity::Unfamiliar,
+            ),
+            FailMode::Open => Decision {
+                verdict: Verdict::Forward,
+                assessed: Verdict::Forward,
+                reason: None,
+                retry_after: None,
+                fired: None,
+                familiarity: Familiarity::Unfamiliar,
+                attempt_id: None,
+            },
+        };
+        if p.mode == Mode::LogOnly {
+            d.verdict = Verdict::Forward;
+        }
+        if d.verdict == Verdict::Forward {
+            d.attempt_id = Some(rand::random::<u64>() >> 11);
+        }
+        d
+    }
+
+    async fn decide(&self, api: &'static str, i: &CheckInput, ip: IpAddr) -> Result<Decision> {
         let t0 = Instant::now();
         let now = now();
         let attempt = Attempt {
@@ -243,7 +304,18 @@ impl Service {
             ip,
             fingerprint: i.pw.as_deref(),
         };
-        let d = self.engine.check(&attempt, now)?;
+        let d = match &self.shared {
+            None => self.engine.check(&attempt, now)?,
+            Some(store) => match store.check(&attempt, now).await {
+                Ok(d) => d,
+                Err(StoreError::Engine(e)) => return Err(e.into()),
+                Err(e) => {
+                    metrics::counter!(m::STORE_ERRORS, "op" => "check").increment(1);
+                    tracing::debug!(error = %e, "Shared store failed; the fail mode decides.");
+                    self.fail_mode_decision(&i.tenant)
+                }
+            },
+        };
         metrics::histogram!(m::CHECK_LATENCY, "api" => api).record(t0.elapsed().as_secs_f64());
         let tenant = self.tenant_label(&i.tenant);
         let reason = d.reason.map_or("none", |r| r.as_str());
@@ -311,15 +383,20 @@ impl Service {
     }
 
     /// `POST /v1/check`.
-    pub fn check(&self, i: &CheckInput) -> Result<CheckOutput> {
+    pub async fn check(&self, i: &CheckInput) -> Result<CheckOutput> {
         let ip = validate_input(i)?;
-        let d = self.decide("check", i, ip)?;
+        let d = self.decide("check", i, ip).await?;
         self.audit_decision("check", i, ip, &d, None);
         Ok(output(&d, None))
     }
 
     /// `POST /v1/outcome`.
-    pub fn outcome(&self, id: &str, result: &str, pw: Option<&[u8]>) -> Result<OutcomeEffects> {
+    pub async fn outcome(
+        &self,
+        id: &str,
+        result: &str,
+        pw: Option<&[u8]>,
+    ) -> Result<OutcomeEffects> {
         let id: u64 = id
             .trim()
             .parse()
@@ -333,21 +410,34 @@ impl Service {
                 format!("is longer than {MAX_FIELD_BYTES} bytes"),
             ));
         }
-        self.record_outcome(id, result, pw)
+        self.record_outcome(id, result, pw).await
     }
 
-    fn record_outcome(
+    async fn record_outcome(
         &self,
         id: u64,
         result: Outcome,
         pw: Option<&[u8]>,
     ) -> Result<OutcomeEffects> {
         let now = now();
-        let tenant = self
-            .engine
-            .pending_tenant(id)
-            .map(|t| self.tenant_label(&t));
-        let fx = self.engine.outcome(id, result, pw, now)?;
+        let (fx, tenant) = match &self.shared {
+            None => {
+                let tenant = self
+                    .engine
+                    .pending_tenant(id)
+                    .map(|t| self.tenant_label(&t));
+                (self.engine.outcome(id, result, pw, now)?, tenant)
+            }
+            Some(store) => match store.outcome(id, result, pw, now).await {
+                Ok((fx, tenant)) => (fx, Some(self.tenant_label(&tenant))),
+                Err(StoreError::Engine(e)) => return Err(e.into()),
+                Err(e) => {
+                    metrics::counter!(m::STORE_ERRORS, "op" => "outcome").increment(1);
+                    tracing::debug!(error = %e, "Shared store failed; outcome not recorded.");
+                    return Err(Error::StoreUnavailable);
+                }
+            },
+        };
         metrics::counter!(m::OUTCOMES, "result" => result.as_str()).increment(1);
         let tenant = tenant.unwrap_or_else(|| "other".into());
         if fx.lockout_started {
@@ -379,7 +469,7 @@ impl Service {
         payload: serde_json::Value,
     ) -> Result<CheckOutput> {
         let ip = validate_input(i)?;
-        let d = self.decide("validate", i, ip)?;
+        let d = self.decide("validate", i, ip).await?;
         let Some(id) = d.attempt_id else {
             self.audit_decision("validate", i, ip, &d, None);
             return Ok(output(&d, None));
@@ -397,11 +487,15 @@ impl Service {
                 let answer = tokio::spawn(async move { pool.validate(&req).await })
                     .await
                     .map_err(|e| Error::Config(format!("agent task: {e}")))?;
-                let _ = self.record_outcome(id, answer.outcome, answer.fingerprint.as_deref());
+                let _ = self
+                    .record_outcome(id, answer.outcome, answer.fingerprint.as_deref())
+                    .await;
                 answer.outcome
             }
             None => {
-                let _ = self.record_outcome(id, Outcome::DirectoryUnreachable, None);
+                let _ = self
+                    .record_outcome(id, Outcome::DirectoryUnreachable, None)
+                    .await;
                 Outcome::DirectoryUnreachable
             }
         };
@@ -423,17 +517,29 @@ impl Service {
         metrics::gauge!(m::ACTIVE_LOCKOUTS).set(self.engine.active_lockouts(now).len() as f64);
         metrics::gauge!(m::BLOCKED_SOURCES).set(self.engine.blocked_sources(now).len() as f64);
         metrics::gauge!(m::SPRAYED).set(self.engine.sprayed_passwords(now).len() as f64);
+        if let Some(store) = &self.shared {
+            use std::sync::atomic::Ordering::Relaxed;
+            metrics::counter!(m::STORE_CONFLICTS).absolute(store.counters.conflicts.load(Relaxed));
+            metrics::counter!(m::STORE_CACHE_HITS)
+                .absolute(store.counters.cache_hits.load(Relaxed));
+        }
     }
 
-    /// Whether the service can take traffic: in in-line mode, at least one agent is healthy.
+    /// Whether the service can take traffic: the shared store (if any) answers and, in in-line
+    /// mode, at least one agent is healthy.
     pub fn ready(&self) -> (bool, serde_json::Value) {
         let agents = self.agents.as_ref().map(|a| (a.healthy(), a.len()));
-        let ok = !matches!(agents, Some((0, _)));
+        let store_up = self.shared.as_ref().map_or(true, |s| s.is_up());
+        let ok = !matches!(agents, Some((0, _))) && store_up;
         let mut v = serde_json::json!({
             "policy_loaded": true,
             "policy_version": self.engine.policy().version,
-            "store_open": true,
+            "store_open": store_up,
+            "store": if self.shared.is_some() { "redis" } else { "sled" },
         });
+        if self.shared.is_some() {
+            v["store_reachable"] = store_up.into();
+        }
         if let Some((healthy, total)) = agents {
             v["agents_healthy"] = healthy.into();
             v["agents"] = total.into();

@@ -34,6 +34,7 @@ pub const SERIES: [&str; 1 + Reason::ALL.len()] = [
     "rate_limited",
     "blocked_network",
     "overloaded",
+    "store_unavailable",
 ];
 
 /// The series index of a decision's reason (`None` is a forward).

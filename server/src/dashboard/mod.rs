@@ -429,6 +429,7 @@ mod tests {
             ip: "203.0.113.9".into(),
             ..CheckInput::default()
         })
+        .await
         .unwrap();
         let c = sign_in(&s).await;
         let (status, _, body) = send(&s, get("/", Some(&c))).await;

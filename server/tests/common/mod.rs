@@ -1,6 +1,8 @@
 //! Starting the real `portcullis` binary on loopback ports and talking to it.
 #![allow(dead_code)]
 
+pub mod redis_util;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
