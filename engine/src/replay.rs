@@ -84,6 +84,13 @@ pub struct Report {
     pub wall_seconds: f64,
     /// `events / wall_seconds`.
     pub events_per_second: f64,
+    /// With `replay --preload`: seconds of the replay alone (engine, simulated directory and
+    /// scoring), the trace having been read into memory first (set by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_seconds: Option<f64>,
+    /// With `replay --preload`: `events / engine_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_events_per_second: Option<f64>,
     /// Counts per time bucket, when the replayer was built with [`Replayer::with_timeline`].
     /// Absent from the JSON when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
