@@ -47,6 +47,8 @@ pub struct Limits {
     /// Wrong fingerprints tracked for spray detection. Default 1,000,000.
     pub max_sprays: usize,
     /// Attempts in flight. Default 1,000,000; beyond it new attempts are refused (`overloaded`).
+    /// Checked against a size hint that each thread updates every 64 attempts, so with several
+    /// threads a few dozen attempts per thread may pass the cap before it is seen.
     pub max_pending: usize,
     /// Tenants. Default 10,000.
     pub max_tenants: usize,
