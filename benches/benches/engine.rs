@@ -4,6 +4,7 @@
 //! - `decide_outcome/*`: `check` + `outcome` per attempt over a synthesized `mixed_week`, in memory
 //!   (one and two threads), with the sled store, and the naive `Mutex<HashMap>` baseline.
 //! - `normalize/*`: sign-in name normalisation, ASCII and Unicode.
+//! - `spray/spray_failure`: the password-spray detector's update alone.
 //! - `trace/parse_line`: the trace reader's line parser.
 //! - `replay/mixed_week`: the whole replayer (engine, simulated directory, scoring).
 //!
@@ -15,6 +16,7 @@ use std::time::Duration;
 mod decide;
 mod normalize;
 mod replay;
+mod spray;
 mod trace;
 
 /// Short runs: 10 samples, 1 s warm-up, 3 s measurement.
@@ -31,6 +33,7 @@ fn main() {
     let mut c = short().configure_from_args();
     decide::benches(&mut c);
     normalize::benches(&mut c);
+    spray::benches(&mut c);
     trace::benches(&mut c);
     replay::benches(&mut c);
     c.final_summary();

@@ -601,7 +601,8 @@ impl Engine {
 
     /// The tenant of an attempt in flight (for the service's metrics labels).
     pub fn pending_tenant(&self, attempt_id: u64) -> Option<std::sync::Arc<str>> {
-        self.pending.get(&attempt_id).map(|p| p.tenant.clone())
+        let id = self.pending.get(&attempt_id).map(|p| p.tenant)?;
+        self.tenant_names.read().get(&id).cloned()
     }
 
     /// The familiar-location prefix an address falls in for `tenant` (for operators' tools).

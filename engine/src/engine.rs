@@ -29,11 +29,11 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use parking_lot::RwLock;
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct Limits {
     /// Wrong fingerprints tracked for spray detection. Default 1,000,000.
     pub max_sprays: usize,
     /// Attempts in flight. Default 1,000,000; beyond it new attempts are refused (`overloaded`).
+    /// Checked against a size hint that each thread updates every 64 attempts, so with several
+    /// threads a few dozen attempts per thread may pass the cap before it is seen.
     pub max_pending: usize,
     /// Tenants. Default 10,000.
     pub max_tenants: usize,
@@ -120,9 +122,18 @@ pub(crate) struct TenantRt {
     pub(crate) limiter: SourceLimiter,
 }
 
+/// The hasher of every map: keys are keyed hashes already (accounts, fingerprints) or addresses,
+/// and foldhash's per-map random seed keeps address keys from being chosen to collide.
+pub(crate) type Hasher = foldhash::fast::RandomState;
+/// A sharded map with the engine's hasher.
+pub(crate) type Map<K, V> = DashMap<K, V, Hasher>;
+/// A sharded set with the engine's hasher.
+pub(crate) type Set<K> = DashSet<K, Hasher>;
+
 pub(crate) struct Pending {
     pub(crate) account: AccountKey,
-    pub(crate) tenant: Arc<str>,
+    /// The tenant's id ([`TenantRt::id`]); its name is in `Engine::tenant_names`.
+    pub(crate) tenant: u64,
     pub(crate) ip: IpAddr,
     pub(crate) familiar: bool,
     pub(crate) fp: Option<u64>,
@@ -179,14 +190,26 @@ pub struct Engine {
     pub(crate) secret: [u8; 32],
     pub(crate) policy: RwLock<Arc<Policy>>,
     pub(crate) tenants: RwLock<HashMap<Arc<str>, Arc<TenantRt>>>,
-    pub(crate) accounts: DashMap<AccountKey, AccountState>,
-    pub(crate) sources: DashMap<SourceKey, SourceState>,
-    pub(crate) sprays: DashMap<u64, SprayState>,
-    pub(crate) pending: DashMap<u64, Pending>,
+    /// Every tenant id ever issued, with its name (ids outlive policy swaps).
+    pub(crate) tenant_names: RwLock<HashMap<u64, Arc<str>>>,
+    /// Bumped when `tenants` is cleared, so that threads drop their cached tenants.
+    pub(crate) tenants_gen: AtomicU64,
+    /// This engine among all engines of the process (keys the thread-local caches).
+    pub(crate) uid: u64,
+    pub(crate) accounts: Map<AccountKey, AccountState>,
+    pub(crate) sources: Map<SourceKey, SourceState>,
+    pub(crate) sprays: Map<u64, SprayState>,
+    pub(crate) pending: Map<u64, Pending>,
     pub(crate) next_id: AtomicU64,
-    pub(crate) dirty_accounts: DashSet<AccountKey>,
-    pub(crate) dirty_sources: DashSet<SourceKey>,
-    pub(crate) dirty_sprays: DashSet<u64>,
+    /// Upper bounds of the map sizes between two exact counts (`DashMap::len` locks every
+    /// shard, too dear for every attempt): raised on every insert, set to the exact size when
+    /// above the cap and after housekeeping.
+    pub(crate) accounts_hint: AtomicUsize,
+    pub(crate) sources_hint: AtomicUsize,
+    pub(crate) pending_hint: AtomicUsize,
+    pub(crate) dirty_accounts: Set<AccountKey>,
+    pub(crate) dirty_sources: Set<SourceKey>,
+    pub(crate) dirty_sprays: Set<u64>,
     pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) limits: Limits,
     pub(crate) rate_clock: RateClock,
@@ -195,6 +218,28 @@ pub struct Engine {
 
 thread_local! {
     static NAME_BUF: RefCell<String> = RefCell::new(String::with_capacity(64));
+    /// Tenants this thread used lately: (engine uid, generation, tenant), newest last.
+    static TENANT_CACHE: RefCell<Vec<(u64, u64, Arc<TenantRt>)>> = const { RefCell::new(Vec::new()) };
+    /// Attempt ids reserved by this thread: (engine uid, next, end).
+    static ID_BLOCK: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    /// Attempts in flight added by this thread and not yet added to `pending_hint`.
+    static PENDING_ADDED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Tenants cached per thread.
+const TENANT_CACHE_LEN: usize = 8;
+/// Attempt ids a thread reserves at a time.
+const ID_BLOCK_LEN: u64 = 1024;
+/// Attempts in flight a thread adds before it adds them to the shared hint.
+const PENDING_BATCH: usize = 64;
+
+static NEXT_ENGINE_UID: AtomicU64 = AtomicU64::new(1);
+
+/// Which tenant to find: by name (a check) or by id (an outcome).
+#[derive(Clone, Copy)]
+enum TenantRef<'a> {
+    Name(&'a str),
+    Id(u64),
 }
 
 impl Engine {
@@ -206,21 +251,28 @@ impl Engine {
             secret: opts.secret,
             policy: RwLock::new(Arc::new(policy)),
             tenants: RwLock::new(HashMap::new()),
-            accounts: DashMap::new(),
-            sources: DashMap::new(),
-            sprays: DashMap::new(),
-            pending: DashMap::new(),
+            tenant_names: RwLock::new(HashMap::new()),
+            tenants_gen: AtomicU64::new(0),
+            uid: NEXT_ENGINE_UID.fetch_add(1, Ordering::Relaxed),
+            accounts: Map::default(),
+            sources: Map::default(),
+            sprays: Map::default(),
+            pending: Map::default(),
             // Ids start at a random point so ids from before a restart are never reused.
             next_id: AtomicU64::new(u64::from_le_bytes(seed) >> 12),
-            dirty_accounts: DashSet::new(),
-            dirty_sources: DashSet::new(),
-            dirty_sprays: DashSet::new(),
+            accounts_hint: AtomicUsize::new(0),
+            sources_hint: AtomicUsize::new(0),
+            pending_hint: AtomicUsize::new(0),
+            dirty_accounts: Set::default(),
+            dirty_sources: Set::default(),
+            dirty_sprays: Set::default(),
             store: opts.store,
             limits: opts.limits,
             rate_clock: RateClock::default(),
             counters: Counters::default(),
         };
         engine.load()?;
+        engine.resync_hints();
         Ok(engine)
     }
 
@@ -234,16 +286,112 @@ impl Engine {
         let mut tenants = self.tenants.write();
         *self.policy.write() = Arc::new(policy);
         tenants.clear();
+        self.tenants_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Sets the size hints to the maps' exact sizes.
+    fn resync_hints(&self) {
+        self.accounts_hint
+            .store(self.accounts.len(), Ordering::Relaxed);
+        self.sources_hint
+            .store(self.sources.len(), Ordering::Relaxed);
+        self.pending_hint
+            .store(self.pending.len(), Ordering::Relaxed);
+    }
+
+    /// A fresh attempt id, from a block this thread reserved.
+    fn new_attempt_id(&self) -> u64 {
+        ID_BLOCK.with(|b| {
+            let (uid, next, end) = b.get();
+            let (next, end) = if uid == self.uid && next < end {
+                (next, end)
+            } else {
+                let start = self.next_id.fetch_add(ID_BLOCK_LEN, Ordering::Relaxed);
+                (start, start + ID_BLOCK_LEN)
+            };
+            b.set((self.uid, next + 1, end));
+            next
+        })
+    }
+
+    /// Counts one attempt in flight into the pending hint (in batches per thread).
+    fn count_pending(&self) {
+        PENDING_ADDED.with(|c| {
+            let n = c.get() + 1;
+            if n >= PENDING_BATCH {
+                self.pending_hint.fetch_add(n, Ordering::Relaxed);
+                c.set(0);
+            } else {
+                c.set(n);
+            }
+        })
+    }
+
+    /// Whether the attempts in flight may have reached their cap (exact when it answers yes).
+    fn pending_full(&self) -> bool {
+        // The hint misses at most PENDING_BATCH - 1 attempts per thread.
+        if self.pending_hint.load(Ordering::Relaxed) + PENDING_BATCH < self.limits.max_pending {
+            return false;
+        }
+        let n = self.pending.len();
+        self.pending_hint.store(n, Ordering::Relaxed);
+        n >= self.limits.max_pending
+    }
+
+    /// Runs `f` on a tenant's runtime state, from this thread's cache when it can (no lock, no
+    /// reference count touched on the common path).
+    fn with_tenant<R>(&self, which: TenantRef<'_>, f: impl FnOnce(&TenantRt) -> R) -> Result<R> {
+        let gen = self.tenants_gen.load(Ordering::Acquire);
+        let hit = |e: &(u64, u64, Arc<TenantRt>)| {
+            e.0 == self.uid
+                && e.1 == gen
+                && match which {
+                    TenantRef::Name(n) => &*e.2.name == n,
+                    TenantRef::Id(id) => e.2.id == id,
+                }
+        };
+        let mut f = Some(f);
+        let cached = TENANT_CACHE.with(|c| {
+            let c = c.borrow();
+            let e = c.iter().rev().find(|e| hit(e))?;
+            f.take().map(|f| f(&e.2))
+        });
+        if let Some(r) = cached {
+            return Ok(r);
+        }
+        let rt = {
+            {
+                let rt = match which {
+                    TenantRef::Name(n) => self.tenant(n)?,
+                    TenantRef::Id(id) => {
+                        let name = self.tenant_names.read().get(&id).cloned();
+                        match name {
+                            Some(n) => self.tenant(&n)?,
+                            None => return Err(Error::Capacity("tenants")),
+                        }
+                    }
+                };
+                TENANT_CACHE.with(|c| {
+                    // Never borrowed here while `f` runs (nothing in `f` looks a tenant up), but a
+                    // cache that cannot be written is only a miss.
+                    if let Ok(mut c) = c.try_borrow_mut() {
+                        c.retain(|e| !(e.0 == self.uid && e.2.id == rt.id));
+                        if c.len() >= TENANT_CACHE_LEN {
+                            c.remove(0);
+                        }
+                        c.push((self.uid, gen, rt.clone()));
+                    }
+                });
+                rt
+            }
+        };
+        let f = f.take().expect("f is called once");
+        Ok(f(&rt))
     }
 
     /// A keyed hash of a fingerprint within a tenant: the only form in which one is kept.
     pub fn fingerprint_hash(&self, tenant: &str, fp: &[u8]) -> u64 {
-        let mut h = blake3::Hasher::new_keyed(&self.secret);
-        h.update(b"fp\0");
-        h.update(tenant.as_bytes());
-        h.update(b"\0");
-        h.update(fp);
-        let out = h.finalize();
+        let out = keyed_hash(&self.secret, &[b"fp\0", tenant.as_bytes(), b"\0", fp]);
         u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
     }
 
@@ -286,7 +434,10 @@ impl Engine {
 
     fn rate_check(&self, rt: &TenantRt, ip: IpAddr, now: i64) -> Option<Decision> {
         let p = &*rt.policy;
-        self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
+        // Written only when time moved on: no shared cache line is dirtied on most attempts.
+        if self.rate_clock.0.load(Ordering::Relaxed) < now {
+            self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
+        }
         let not_until = rt.limiter.check_key(&ip).err()?;
         let wait = not_until.wait_time_from(self.rate_clock.now());
         let fired = Fired {
@@ -303,12 +454,10 @@ impl Engine {
     }
 
     pub(crate) fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
-        let mut h = blake3::Hasher::new_keyed(&self.secret);
-        h.update(b"acct\0");
-        h.update(tenant.as_bytes());
-        h.update(b"\0");
-        h.update(name.as_bytes());
-        let out = h.finalize();
+        let out = keyed_hash(
+            &self.secret,
+            &[b"acct\0", tenant.as_bytes(), b"\0", name.as_bytes()],
+        );
         AccountKey(u128::from_le_bytes(
             out.as_bytes()[..16].try_into().expect("16 bytes"),
         ))
@@ -347,6 +496,7 @@ impl Engine {
             policy,
             limiter: RateLimiter::new(quota, DashMapStateStore::default(), self.rate_clock.clone()),
         });
+        self.tenant_names.write().insert(id, name.clone());
         tenants.insert(name, rt.clone());
         Ok(rt)
     }
@@ -357,23 +507,34 @@ impl Engine {
     /// every other answer is a [`Decision`].
     pub fn check(&self, a: &Attempt<'_>, now: Timestamp) -> Result<Decision> {
         let now = now.as_millis();
-        let rt = self.tenant(a.tenant)?;
+        self.with_tenant(TenantRef::Name(a.tenant), |rt| {
+            // The normalised name stays in this thread's buffer; it is copied only into a new
+            // account.
+            NAME_BUF.with(|buf| match buf.try_borrow_mut() {
+                Ok(mut buf) => self.check_in(rt, a, &mut buf, now),
+                Err(_) => self.check_in(rt, a, &mut String::new(), now),
+            })
+        })?
+    }
+
+    fn check_in(
+        &self,
+        rt: &TenantRt,
+        a: &Attempt<'_>,
+        buf: &mut String,
+        now: i64,
+    ) -> Result<Decision> {
         let p = &*rt.policy;
         let ip = canonical(a.ip);
-        let (key, name) = NAME_BUF.with(|buf| -> Result<(AccountKey, Option<Box<str>>)> {
-            let mut buf = buf.borrow_mut();
-            normalize_into(a.user, &mut buf)?;
-            let key = self.account_key(&rt.name, &buf);
-            // The name is only copied when the account is new.
-            let name = (!self.accounts.contains_key(&key)).then(|| Box::from(buf.as_str()));
-            Ok((key, name))
-        })?;
+        normalize_into(a.user, buf)?;
+        let key = self.account_key(&rt.name, buf);
+        let name: &str = buf;
         let fp = a.fingerprint.map(|f| self.fingerprint_hash(&rt.name, f));
         // Refuse before deciding when nothing more can be accounted for.
-        if self.pending.len() >= self.limits.max_pending {
+        if self.pending_full() {
             self.expire_pending(now);
         }
-        if self.pending.len() >= self.limits.max_pending {
+        if self.pending_full() {
             return Ok(Decision {
                 verdict: Verdict::Block,
                 assessed: Verdict::Block,
@@ -389,7 +550,7 @@ impl Engine {
             });
         }
         let log_only = p.mode == Mode::LogOnly;
-        let (mut d, counted) = self.assess(&rt, key, name, ip, fp, now, log_only);
+        let (mut d, counted) = self.assess(rt, key, name, ip, fp, now, log_only);
         if log_only {
             d.verdict = Verdict::Forward;
         }
@@ -400,24 +561,30 @@ impl Engine {
                     acct.pending += 1;
                 }
             }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = self.new_attempt_id();
             self.pending.insert(
                 id,
                 Pending {
                     account: key,
-                    tenant: rt.name.clone(),
+                    tenant: rt.id,
                     ip,
                     familiar: d.familiarity.is_familiar(),
                     fp,
                     at: now,
                 },
             );
+            self.count_pending();
             d.attempt_id = Some(id);
         }
-        if self.accounts.len() > self.limits.max_accounts
-            || self.sources.len() > self.limits.max_sources
+        if self.accounts_hint.load(Ordering::Relaxed) > self.limits.max_accounts
+            || self.sources_hint.load(Ordering::Relaxed) > self.limits.max_sources
         {
-            self.evict(now);
+            if self.accounts.len() > self.limits.max_accounts
+                || self.sources.len() > self.limits.max_sources
+            {
+                self.evict(now);
+            }
+            self.resync_hints();
         }
         Ok(d)
     }
@@ -427,7 +594,7 @@ impl Engine {
         &self,
         rt: &TenantRt,
         key: AccountKey,
-        name: Option<Box<str>>,
+        name: &str,
         ip: IpAddr,
         fp: Option<u64>,
         now: i64,
@@ -474,20 +641,14 @@ impl Engine {
         }
         ctx.sprayed = fp.is_some_and(|h| self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)));
 
-        let mut acct = match name {
-            Some(name) => self
-                .accounts
-                .entry(key)
-                .or_insert_with(|| AccountState::new(rt.name.clone(), name, now)),
-            None => match self.accounts.get_mut(&key) {
-                Some(a) => a,
-                // Evicted between the lookup and here: start afresh with the normalised name lost;
-                // only the admin view misses it, every rule still holds.
-                None => self
-                    .accounts
+        let mut acct = match self.accounts.get_mut(&key) {
+            Some(a) => a,
+            None => {
+                self.accounts_hint.fetch_add(1, Ordering::Relaxed);
+                self.accounts
                     .entry(key)
-                    .or_insert_with(|| AccountState::new(rt.name.clone(), "?".into(), now)),
-            },
+                    .or_insert_with(|| AccountState::new(rt.name.clone(), name.into(), now))
+            }
         };
         acct.last_seen = now;
         let d = rules::decide_account(&mut acct, p, fam_key, ctx, fp, now);
@@ -516,7 +677,19 @@ impl Engine {
             .pending
             .remove(&attempt_id)
             .ok_or(Error::UnknownAttempt(attempt_id))?;
-        let rt = self.tenant(&pend.tenant)?;
+        self.with_tenant(TenantRef::Id(pend.tenant), |rt| {
+            self.outcome_in(rt, &pend, result, fingerprint, now)
+        })
+    }
+
+    fn outcome_in(
+        &self,
+        rt: &TenantRt,
+        pend: &Pending,
+        result: Outcome,
+        fingerprint: Option<&[u8]>,
+        now: i64,
+    ) -> OutcomeEffects {
         let p = &*rt.policy;
         let fp = pend
             .fp
@@ -569,7 +742,7 @@ impl Engine {
             for net in SourceKeys::of(pend.ip, p).iter() {
                 fam_seen |= net == fam_key;
                 let skey = SourceKey { tenant: rt.id, net };
-                let mut s = self.sources.entry(skey).or_default();
+                let mut s = self.source_entry(skey);
                 if rules::source_outcome(&mut s, p, result, net, fam_key, acct_tag, trusted, now) {
                     fx.source_blocked = true;
                     if self.store.is_some() {
@@ -579,13 +752,10 @@ impl Engine {
             }
             let success = matches!(result, Outcome::Success | Outcome::MustChangePassword);
             if success && !fam_seen && p.familiar.shared_after_accounts > 0 {
-                let mut s = self
-                    .sources
-                    .entry(SourceKey {
-                        tenant: rt.id,
-                        net: fam_key,
-                    })
-                    .or_default();
+                let mut s = self.source_entry(SourceKey {
+                    tenant: rt.id,
+                    net: fam_key,
+                });
                 rules::familiar_success(&mut s, p, acct_tag, now);
             }
         }
@@ -625,20 +795,33 @@ impl Engine {
         if fx.account_flagged {
             self.counters.flagged.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(fx)
+        fx
+    }
+
+    /// The source entry of `key`, created empty when absent (counted into the size hint).
+    fn source_entry(
+        &self,
+        key: SourceKey,
+    ) -> dashmap::mapref::one::RefMut<'_, SourceKey, SourceState> {
+        match self.sources.entry(key) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => {
+                self.sources_hint.fetch_add(1, Ordering::Relaxed);
+                v.insert(SourceState::default())
+            }
+        }
     }
 
     /// Drops attempts in flight for longer than their tenant's observation window: by then the
     /// directory has forgotten them too.
     fn expire_pending(&self, now: i64) {
         let policy = self.policy();
+        // Copied so that no lock is held while the pending map's shards are.
+        let names = self.tenant_names.read().clone();
         let mut expired = Vec::new();
         self.pending.retain(|_, p| {
-            let w = policy
-                .for_tenant(&p.tenant)
-                .directory
-                .observation_window
-                .ms();
+            let tenant = names.get(&p.tenant).map_or("default", |n| &**n);
+            let w = policy.for_tenant(tenant).directory.observation_window.ms();
             let keep = now - p.at < w;
             if !keep {
                 expired.push(p.account);
@@ -702,6 +885,7 @@ impl Engine {
                 self.counters.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.resync_hints();
     }
 
     /// Brings maps over their cap back to 90% of it, least valuable and least recently seen first.
@@ -746,6 +930,7 @@ impl Engine {
                 self.counters.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.resync_hints();
     }
 
     /// Writes every changed durable record to the store. Returns how many records were written.
@@ -868,6 +1053,29 @@ pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
 impl AccountState {
     fn knows_any_bad(&self, now: i64, for_ms: i64) -> bool {
         self.bad_fps.iter().any(|&(_, t)| now - t < for_ms)
+    }
+}
+
+/// BLAKE3 keyed hash of the concatenation of `parts`. Short inputs (the common case) are put
+/// together on the stack and hashed in one call, which skips the streaming hasher's set-up and
+/// per-update work; the output is the same as feeding the parts to a keyed `blake3::Hasher`.
+fn keyed_hash(key: &[u8; 32], parts: &[&[u8]]) -> blake3::Hash {
+    const STACK: usize = 512;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len <= STACK {
+        let mut buf = [0u8; STACK];
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        blake3::keyed_hash(key, &buf[..len])
+    } else {
+        let mut h = blake3::Hasher::new_keyed(key);
+        for p in parts {
+            h.update(p);
+        }
+        h.finalize()
     }
 }
 

@@ -19,7 +19,9 @@ pub fn normalize_into(name: &str, out: &mut String) -> Result<()> {
     }
     if name.is_ascii() {
         let t = name.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
-        out.extend(t.bytes().map(|b| b.to_ascii_lowercase() as char));
+        // One copy, then lower-case in place: no per-character UTF-8 encoding.
+        out.push_str(t);
+        out.make_ascii_lowercase();
     } else {
         // NFKC first: it turns ideographic and no-break spaces into plain ones, then trim them.
         let nfkc: String = name.nfkc().collect();

@@ -106,6 +106,13 @@ pub struct Report {
     /// [`HARM_EXAMPLES`]), with why: what to look at when tuning a policy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub harm_examples: Vec<HarmExample>,
+    /// With `replay --preload`: seconds of the replay alone (engine, simulated directory and
+    /// scoring), the trace having been read into memory first (set by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_seconds: Option<f64>,
+    /// With `replay --preload`: `events / engine_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_events_per_second: Option<f64>,
     /// Counts per time bucket, when the replayer was built with [`Replayer::with_timeline`].
     /// Absent from the JSON when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]

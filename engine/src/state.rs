@@ -183,6 +183,9 @@ impl AccountState {
                 .unwrap_or(0);
             self.familiar.swap_remove(oldest);
         }
+        // Grown one entry at a time: a push would reserve room for four (192 bytes) where most
+        // accounts have one familiar location.
+        self.familiar.reserve_exact(1);
         self.familiar.push((loc, now));
     }
 
@@ -224,6 +227,7 @@ impl AccountState {
                 .unwrap_or(0);
             self.bad_fps.swap_remove(oldest);
         }
+        self.bad_fps.reserve_exact(1);
         self.bad_fps.push((fp, now));
     }
 }

@@ -87,9 +87,11 @@ impl From<portcullis_engine::Error> for Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl Error {
+    /// The HTTP status and JSON body this error is answered with (also one item's answer in a
+    /// batch, with its `status` added).
+    pub fn status_and_body(&self) -> (StatusCode, serde_json::Value) {
+        let (status, code) = match self {
             Error::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             Error::UnknownAttempt => (StatusCode::CONFLICT, "unknown_attempt"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -98,7 +100,7 @@ impl IntoResponse for Error {
             Error::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        let body = match &self {
+        let body = match self {
             Error::BadRequest { field, reason } => {
                 json!({"error": code, "field": field, "message": reason})
             }
@@ -108,6 +110,13 @@ impl IntoResponse for Error {
             }
             e => json!({"error": code, "message": e.to_string()}),
         };
+        (status, body)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -69,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/check", post(check))
         .route("/v1/outcome", post(outcome))
         .route("/v1/validate", post(validate))
+        .route("/v1/check/batch", post(check_batch))
+        .route("/v1/outcome/batch", post(outcome_batch))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -209,6 +211,152 @@ async fn validate(
     counted("validate", state.validate(&input, b.payload).await).map(Json)
 }
 
+/// The most items one batch may hold.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
+/// Parses a batch body: a JSON array of at most [`MAX_BATCH_ITEMS`] items, each kept as a value
+/// so that a bad item is answered on its own.
+fn parse_batch(
+    api: &'static str,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Vec<Value>> {
+    let refuse = |reason: String| {
+        metrics::counter!(m::BAD_REQUESTS, "api" => api).increment(1);
+        Error::BadRequest {
+            field: "body".into(),
+            reason,
+        }
+    };
+    let bytes = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(refuse("is over the size limit".into()))
+        }
+        Err(_) => return Err(refuse("could not be read".into())),
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return Err(refuse("must be a JSON array".into()));
+    }
+    let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        refuse(format!(
+            "is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(refuse(format!(
+            "has {} items; at most {MAX_BATCH_ITEMS}",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
+/// Parses one batch item, naming the field at fault as [`parse_body`] does.
+fn parse_item<T: DeserializeOwned>(api: &'static str, item: Value) -> Result<T> {
+    let refuse = |field: String, reason: String| {
+        metrics::counter!(m::BAD_REQUESTS, "api" => api).increment(1);
+        Error::BadRequest { field, reason }
+    };
+    if !item.is_object() {
+        return Err(refuse("item".into(), "must be a JSON object".into()));
+    }
+    serde_path_to_error::deserialize(item).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        if let Some(field) = missing_field(&msg) {
+            return refuse(field, "is required".into());
+        }
+        let field = if path == "." {
+            "item".to_string()
+        } else {
+            path
+        };
+        let reason = if field.starts_with("pw") {
+            "has the wrong type".to_string()
+        } else {
+            msg
+        };
+        refuse(field, reason)
+    })
+}
+
+/// One item's answer: the value, or its error with the status it would have had alone.
+fn item_answer<T: serde::Serialize>(r: Result<T>) -> Value {
+    match r {
+        Ok(v) => serde_json::to_value(v).unwrap_or(Value::Null),
+        Err(e) => {
+            let (status, mut body) = e.status_and_body();
+            body["status"] = json!(status.as_u16());
+            body
+        }
+    }
+}
+
+/// `POST /v1/check/batch`: an array of check bodies, answered by an array in the same order.
+async fn check_batch(
+    State(state): State<AppState>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<Value>>> {
+    let items = parse_batch("check_batch", body)?;
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let answer = match parse_item::<CheckBody>("check_batch", item) {
+            Ok(b) => {
+                let input = CheckInput {
+                    tenant: b.tenant,
+                    user: b.user,
+                    ip: b.ip,
+                    pw: b.pw.map(String::into_bytes),
+                    app: b.app,
+                };
+                counted("check_batch", state.check(&input).await)
+            }
+            Err(e) => Err(e),
+        };
+        answers.push(item_answer(answer));
+    }
+    Ok(Json(answers))
+}
+
+/// `POST /v1/outcome/batch`: an array of outcome bodies, answered by an array in the same order.
+async fn outcome_batch(
+    State(state): State<AppState>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<Value>>> {
+    let items = parse_batch("outcome_batch", body)?;
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let answer = match parse_item::<OutcomeBody>("outcome_batch", item) {
+            Ok(b) => {
+                let id = match b.id {
+                    IdText::Text(s) => s,
+                    IdText::Number(n) => n.to_string(),
+                };
+                counted(
+                    "outcome_batch",
+                    state
+                        .outcome(&id, &b.result, b.pw.as_deref().map(str::as_bytes))
+                        .await,
+                )
+                .map(|fx| {
+                    json!({
+                        "recorded": true,
+                        "lockout_started": fx.lockout_started,
+                        "source_blocked": fx.source_blocked,
+                        "spray_detected": fx.spray_detected,
+                        "account_flagged": fx.account_flagged,
+                    })
+                })
+            }
+            Err(e) => Err(e),
+        };
+        answers.push(item_answer(answer));
+    }
+    Ok(Json(answers))
+}
+
 /// Counts a refused request in the bad-request metric.
 fn counted<T>(api: &'static str, r: Result<T>) -> Result<T> {
     if let Err(Error::BadRequest { .. }) = &r {
@@ -290,6 +438,16 @@ pub fn openapi_doc() -> Value {
                 "summary": "In-line mode: check, forward to an agent when permitted, record its answer",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidateRequest"}}}},
                 "responses": {"200": {"description": "Decision and the agent's result", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Decision"}}}}, "400": err}
+            }},
+            "/v1/check/batch": {"post": {
+                "summary": "Decide on many attempts: an array of check bodies, answered by an array in the same order; a bad item is answered with its own error (with its `status`) and the others are decided",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/CheckRequest"}}}}},
+                "responses": {"200": {"description": "One answer per item, in order"}, "400": err}
+            }},
+            "/v1/outcome/batch": {"post": {
+                "summary": "Report many outcomes: an array of outcome bodies, answered by an array in the same order; a bad or unknown item is answered with its own error",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/OutcomeRequest"}}}}},
+                "responses": {"200": {"description": "One answer per item, in order"}, "400": err}
             }},
             "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "Up"}}}},
             "/readyz": {"get": {"summary": "Policy loaded, store open, an agent healthy in in-line mode",

@@ -1,0 +1,736 @@
+//! `portcullis-load`: a load generator for a running `portcullis serve`, on loopback only.
+//!
+//! It replays a trace's attempts over HTTP (check + outcome pairs, validate, batches) or gRPC
+//! (unary, streams), closed-loop (`--concurrency` workers as fast as answers come back: maximum
+//! throughput) or open-loop (`--rate` attempts per second on a fixed schedule: latency).
+//! Latencies go to an HDR histogram measured from each attempt's *intended* start, so an
+//! open-loop run is corrected for coordinated omission. Every run is bounded by `--duration` and
+//! `--max-attempts`. The result is one JSON object on stdout.
+//!
+//! `portcullis-load bare` serves a bare axum and a bare tonic server answering fixed bodies (the
+//! same routes and gRPC service as Portcullis), and `portcullis-load suite` runs each mode against
+//! both a running service and a bare server it starts, so each figure comes with its ratio to the
+//! framework's own limit on the same machine in the same run.
+//!
+//! ```text
+//! portcullis serve ... &                # HTTP on 127.0.0.1:8080, gRPC on 127.0.0.1:50051
+//! portcullis-load suite --trace ../shared/data/synthetic/mixed_week.jsonl \
+//!     --http http://127.0.0.1:8080 --grpc http://127.0.0.1:50051 --duration 5
+//! portcullis-load run --mode http-pair --rate 10000 --http http://127.0.0.1:8080 --trace T
+//! ```
+
+// tonic's `Status` is the error type of every stream item here: large, and not ours to change.
+#![allow(clippy::result_large_err)]
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use portcullis_engine::trace::{TraceEvent, TraceReader, Truth};
+use portcullis_server::pb::gate_client::GateClient;
+use portcullis_server::pb::gate_server::{Gate, GateServer};
+use portcullis_server::pb::{
+    CheckRequest, CheckResponse, CheckStreamResponse, OutcomeRequest, OutcomeResponse,
+    OutcomeStreamResponse, ValidateRequest, ValidateResponse,
+};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis-load",
+    about = "Load generator for portcullis serve (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One load run against a service.
+    Run(RunArgs),
+    /// Serve a bare axum (HTTP) and a bare tonic (gRPC) server answering fixed bodies.
+    Bare {
+        /// HTTP address.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        http: SocketAddr,
+        /// gRPC address.
+        #[arg(long, default_value = "127.0.0.1:15051")]
+        grpc: SocketAddr,
+    },
+    /// Every mode against the service and against a bare server started here, with ratios.
+    Suite(SuiteArgs),
+}
+
+/// What one attempt is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// `POST /v1/check`, then `POST /v1/outcome` when forwarded.
+    HttpPair,
+    /// `POST /v1/validate` (in-line mode).
+    HttpValidate,
+    /// `POST /v1/check/batch` of `--batch` attempts, then `POST /v1/outcome/batch`.
+    HttpBatch,
+    /// gRPC `Check`, then `Outcome` when forwarded.
+    GrpcUnary,
+    /// gRPC `CheckStream` and `OutcomeStream`, `--batch` requests in flight per stream.
+    GrpcStream,
+}
+
+#[derive(Parser, Clone)]
+struct RunArgs {
+    /// The mode.
+    #[arg(long, value_enum, default_value = "http-pair")]
+    mode: Mode,
+    /// The trace whose attempts are sent (JSON Lines, `.gz` too).
+    #[arg(long)]
+    trace: PathBuf,
+    /// The service's HTTP base URL (loopback).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http: String,
+    /// The service's gRPC URL (loopback).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc: String,
+    /// Workers (closed loop) or the most attempts in flight (open loop).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Open loop: attempts per second on a fixed schedule. Closed loop when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of load (after a 1 s warm-up that is not recorded).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// At most this many attempts.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_attempts: u64,
+    /// Attempts per batch request or per stream window.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Parser)]
+struct SuiteArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Modes to run (all but validate by default).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "http-pair,http-batch,grpc-unary,grpc-stream"
+    )]
+    modes: Vec<Mode>,
+    /// Also run each mode open-loop at half its closed-loop rate, for latency.
+    #[arg(long)]
+    half_rate: bool,
+}
+
+/// One attempt from the trace.
+#[derive(Clone)]
+struct Item {
+    tenant: String,
+    user: String,
+    ip: String,
+    pw: String,
+    result: &'static str,
+}
+
+fn load_trace(path: &std::path::Path) -> Result<Arc<Vec<Item>>> {
+    let reader = TraceReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut items = Vec::new();
+    for ev in reader {
+        let ev: TraceEvent = ev?;
+        items.push(Item {
+            tenant: ev.tenant,
+            user: ev.user,
+            ip: ev.ip.to_string(),
+            pw: ev.pw,
+            result: match ev.truth {
+                Truth::Correct => "success",
+                Truth::Wrong => "wrong_password",
+                Truth::UnknownUser => "unknown_user",
+            },
+        });
+    }
+    if items.is_empty() {
+        bail!("the trace has no attempts");
+    }
+    Ok(Arc::new(items))
+}
+
+fn loopback_only(url: &str) -> Result<()> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        Ok(())
+    } else {
+        bail!("{url}: the load generator drives loopback services only")
+    }
+}
+
+/// What a run measured.
+#[derive(serde::Serialize)]
+struct RunResult {
+    mode: Mode,
+    target: String,
+    loop_kind: &'static str,
+    concurrency: usize,
+    batch: usize,
+    target_rate: Option<f64>,
+    attempts: u64,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    attempts_per_second: f64,
+    requests_per_second: f64,
+    latency_us: Value,
+}
+
+/// Shared counters of a run.
+struct Shared {
+    items: Arc<Vec<Item>>,
+    next: AtomicU64,
+    attempts: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+    recording: AtomicBool,
+}
+
+impl Shared {
+    fn item(&self, i: u64) -> &Item {
+        &self.items[(i % self.items.len() as u64) as usize]
+    }
+}
+
+fn check_body(it: &Item) -> Value {
+    json!({"tenant": it.tenant, "user": it.user, "ip": it.ip, "pw": it.pw})
+}
+
+/// One unit of work (one attempt, or one batch/window of them). Returns (attempts, requests).
+async fn unit(
+    mode: Mode,
+    sh: &Shared,
+    http: &reqwest::Client,
+    base: &str,
+    grpc: &mut Option<GateClient<Channel>>,
+    streams: &mut Option<StreamPair>,
+    batch: usize,
+) -> Result<(u64, u64)> {
+    match mode {
+        Mode::HttpPair => {
+            let it = sh.item(sh.next.fetch_add(1, Ordering::Relaxed));
+            let d: Value = http
+                .post(format!("{base}/v1/check"))
+                .json(&check_body(it))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if d["decision"] == "forward" {
+                http.post(format!("{base}/v1/outcome"))
+                    .json(&json!({"id": d["id"], "result": it.result}))
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?;
+                return Ok((1, 2));
+            }
+            Ok((1, 1))
+        }
+        Mode::HttpValidate => {
+            let it = sh.item(sh.next.fetch_add(1, Ordering::Relaxed));
+            let mut b = check_body(it);
+            b["payload"] = json!({"load": true});
+            http.post(format!("{base}/v1/validate"))
+                .json(&b)
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            Ok((1, 1))
+        }
+        Mode::HttpBatch => {
+            let i0 = sh.next.fetch_add(batch as u64, Ordering::Relaxed);
+            let items: Vec<&Item> = (0..batch as u64).map(|k| sh.item(i0 + k)).collect();
+            let body: Vec<Value> = items.iter().map(|it| check_body(it)).collect();
+            let answers: Value = http
+                .post(format!("{base}/v1/check/batch"))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let outs: Vec<Value> = answers
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .zip(&items)
+                        .filter(|(d, _)| d["decision"] == "forward")
+                        .map(|(d, it)| json!({"id": d["id"], "result": it.result}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !outs.is_empty() {
+                http.post(format!("{base}/v1/outcome/batch"))
+                    .json(&outs)
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?;
+                return Ok((batch as u64, 2));
+            }
+            Ok((batch as u64, 1))
+        }
+        Mode::GrpcUnary => {
+            let g = grpc.as_mut().context("no gRPC client")?;
+            let it = sh.item(sh.next.fetch_add(1, Ordering::Relaxed));
+            let d = g.check(check_req(it)).await?.into_inner();
+            if d.decision == "forward" {
+                g.outcome(OutcomeRequest {
+                    id: d.id,
+                    result: it.result.into(),
+                    pw: None,
+                })
+                .await?;
+                return Ok((1, 2));
+            }
+            Ok((1, 1))
+        }
+        Mode::GrpcStream => {
+            let s = streams.as_mut().context("no streams")?;
+            let i0 = sh.next.fetch_add(batch as u64, Ordering::Relaxed);
+            let items: Vec<&Item> = (0..batch as u64).map(|k| sh.item(i0 + k)).collect();
+            for it in &items {
+                s.check_tx.send(check_req(it)).await?;
+            }
+            let mut outs = 0;
+            for it in &items {
+                let a = s.check_rx.message().await?.context("check stream ended")?;
+                if let Some(d) = a.decision.filter(|d| d.decision == "forward") {
+                    s.outcome_tx
+                        .send(OutcomeRequest {
+                            id: d.id,
+                            result: it.result.into(),
+                            pw: None,
+                        })
+                        .await?;
+                    outs += 1;
+                }
+            }
+            for _ in 0..outs {
+                s.outcome_rx
+                    .message()
+                    .await?
+                    .context("outcome stream ended")?;
+            }
+            Ok((batch as u64, batch as u64 + outs))
+        }
+    }
+}
+
+fn check_req(it: &Item) -> CheckRequest {
+    CheckRequest {
+        tenant: it.tenant.clone(),
+        user: it.user.clone(),
+        ip: it.ip.clone(),
+        pw: Some(it.pw.clone().into_bytes()),
+        app: None,
+    }
+}
+
+/// A worker's pair of open streams.
+struct StreamPair {
+    check_tx: tokio::sync::mpsc::Sender<CheckRequest>,
+    check_rx: Streaming<CheckStreamResponse>,
+    outcome_tx: tokio::sync::mpsc::Sender<OutcomeRequest>,
+    outcome_rx: Streaming<OutcomeStreamResponse>,
+}
+
+async fn open_streams(g: &mut GateClient<Channel>, window: usize) -> Result<StreamPair> {
+    let (check_tx, rx) = tokio::sync::mpsc::channel(window.max(1));
+    let check_rx = g
+        .check_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let (outcome_tx, rx) = tokio::sync::mpsc::channel(window.max(1));
+    let outcome_rx = g
+        .outcome_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(StreamPair {
+        check_tx,
+        check_rx,
+        outcome_tx,
+        outcome_rx,
+    })
+}
+
+/// One bounded run.
+async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
+    loopback_only(&args.http)?;
+    loopback_only(&args.grpc)?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .tcp_nodelay(true)
+        .build()?;
+    let grpc_needed = matches!(args.mode, Mode::GrpcUnary | Mode::GrpcStream);
+    let channel = if grpc_needed {
+        Some(
+            Channel::from_shared(args.grpc.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {}", args.grpc))?,
+        )
+    } else {
+        None
+    };
+    let sh = Arc::new(Shared {
+        items,
+        next: AtomicU64::new(0),
+        attempts: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        recording: AtomicBool::new(false),
+    });
+    let per_unit = match args.mode {
+        Mode::HttpBatch | Mode::GrpcStream => args.batch.max(1) as u64,
+        _ => 1,
+    };
+    // Open loop: unit k is due at start + k * per_unit / rate.
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(per_unit as f64 / r));
+    let schedule = Arc::new(AtomicU64::new(0));
+    let warmup = Duration::from_secs(1);
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let record_from = t0 + warmup;
+    let pb = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new((args.duration * 10.0) as u64);
+        pb.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {msg}").expect("template"));
+        pb.set_prefix(format!("{:?}", args.mode));
+        pb
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let sh = sh.clone();
+        let http = http.clone();
+        let base = args.http.clone();
+        let mode = args.mode;
+        let batch = args.batch.max(1);
+        let schedule = schedule.clone();
+        let mut grpc = channel.clone().map(GateClient::new);
+        let max = args.max_attempts;
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut streams = None;
+            if mode == Mode::GrpcStream {
+                if let Some(g) = grpc.as_mut() {
+                    streams = Some(open_streams(g, batch).await?);
+                }
+            }
+            while !sh.stop.load(Ordering::Relaxed) {
+                let intended = match interval {
+                    Some(iv) => {
+                        let k = schedule.fetch_add(1, Ordering::Relaxed);
+                        let due = t0 + iv * k as u32;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                if sh.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = unit(mode, &sh, &http, &base, &mut grpc, &mut streams, batch).await;
+                let done = Instant::now();
+                if !sh.recording.load(Ordering::Relaxed) || intended < record_from {
+                    continue;
+                }
+                match r {
+                    Ok((a, q)) => {
+                        let us = done.duration_since(intended).as_micros().max(1) as u64;
+                        hist.saturating_record(us);
+                        let n = sh.attempts.fetch_add(a, Ordering::Relaxed) + a;
+                        sh.requests.fetch_add(q, Ordering::Relaxed);
+                        if n >= max {
+                            sh.stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        sh.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok(hist)
+        }));
+    }
+    tokio::time::sleep_until(record_from.into()).await;
+    sh.recording.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < args.duration && !sh.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pb.inc(1);
+        let secs = started.elapsed().as_secs_f64();
+        pb.set_message(format!(
+            "{:.0} attempts/s, {} errors",
+            sh.attempts.load(Ordering::Relaxed) as f64 / secs,
+            sh.errors.load(Ordering::Relaxed)
+        ));
+    }
+    sh.stop.store(true, Ordering::Relaxed);
+    sh.recording.store(false, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), t).await {
+            Ok(Ok(Ok(h))) => hist.add(&h).expect("same bounds"),
+            Ok(Ok(Err(e))) => bail!("a worker failed: {e:#}"),
+            _ => {}
+        }
+    }
+    let attempts = sh.attempts.load(Ordering::Relaxed);
+    let requests = sh.requests.load(Ordering::Relaxed);
+    let q = |p: f64| hist.value_at_quantile(p);
+    Ok(RunResult {
+        mode: args.mode,
+        target: if grpc_needed {
+            args.grpc.clone()
+        } else {
+            args.http.clone()
+        },
+        loop_kind: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        concurrency: args.concurrency,
+        batch: per_unit as usize,
+        target_rate: args.rate,
+        attempts,
+        requests,
+        errors: sh.errors.load(Ordering::Relaxed),
+        seconds,
+        attempts_per_second: attempts as f64 / seconds,
+        requests_per_second: requests as f64 / seconds,
+        latency_us: json!({
+            "unit": if per_unit > 1 { "per batch/window" } else { "per attempt" },
+            "corrected_for_coordinated_omission": args.rate.is_some(),
+            "count": hist.len(), "mean": hist.mean(), "p50": q(0.5), "p90": q(0.9),
+            "p99": q(0.99), "p999": q(0.999), "max": hist.max(),
+        }),
+    })
+}
+
+/// The bare gRPC service: fixed answers, the same service definition.
+struct BareGate;
+
+type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn fixed_check() -> CheckResponse {
+    CheckResponse {
+        id: "1".into(),
+        decision: "forward".into(),
+        reason: None,
+        retry_after_s: None,
+    }
+}
+
+#[tonic::async_trait]
+impl Gate for BareGate {
+    type CheckStreamStream = Answers<CheckStreamResponse>;
+    type OutcomeStreamStream = Answers<OutcomeStreamResponse>;
+
+    async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(fixed_check()))
+    }
+    async fn outcome(
+        &self,
+        _: Request<OutcomeRequest>,
+    ) -> Result<Response<OutcomeResponse>, Status> {
+        Ok(Response::new(OutcomeResponse::default()))
+    }
+    async fn validate(
+        &self,
+        _: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        Ok(Response::new(ValidateResponse {
+            id: "1".into(),
+            decision: "forward".into(),
+            result: Some("success".into()),
+            ..Default::default()
+        }))
+    }
+    async fn check_stream(
+        &self,
+        req: Request<Streaming<CheckRequest>>,
+    ) -> Result<Response<Self::CheckStreamStream>, Status> {
+        let s = req.into_inner().map(|r| {
+            r.map(|_| CheckStreamResponse {
+                decision: Some(fixed_check()),
+                error: None,
+            })
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+    async fn outcome_stream(
+        &self,
+        req: Request<Streaming<OutcomeRequest>>,
+    ) -> Result<Response<Self::OutcomeStreamStream>, Status> {
+        let s = req.into_inner().map(|r| {
+            r.map(|_| OutcomeStreamResponse {
+                recorded: Some(OutcomeResponse::default()),
+                error: None,
+            })
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+/// Serves the bare servers until killed.
+async fn bare(http: SocketAddr, grpc: SocketAddr) -> Result<()> {
+    use axum::routing::post;
+    const CHECK: &str = r#"{"id":"1","decision":"forward"}"#;
+    const OUTCOME: &str = r#"{"recorded":true,"lockout_started":false,"source_blocked":false,"spray_detected":false,"account_flagged":false}"#;
+    let json = |b: &'static str| ([(axum::http::header::CONTENT_TYPE, "application/json")], b);
+    // A batch is answered with one fixed item per item, found by counting `{` at depth one: the
+    // least a framework can do to answer in kind.
+    async fn batch(body: axum::body::Bytes) -> impl axum::response::IntoResponse {
+        let n = body.iter().filter(|&&b| b == b'{').count();
+        let mut out = String::with_capacity(n * 34 + 2);
+        out.push('[');
+        for i in 0..n {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"id":"1","decision":"forward"}"#);
+        }
+        out.push(']');
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            out,
+        )
+    }
+    let app = axum::Router::new()
+        .route("/v1/check", post(move || async move { json(CHECK) }))
+        .route("/v1/validate", post(move || async move { json(CHECK) }))
+        .route("/v1/outcome", post(move || async move { json(OUTCOME) }))
+        .route("/v1/check/batch", post(batch))
+        .route("/v1/outcome/batch", post(batch));
+    let listener = tokio::net::TcpListener::bind(http).await?;
+    let h = tokio::spawn(async move { axum::serve(listener, app).await });
+    let g = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(GateServer::new(BareGate))
+            .serve(grpc),
+    );
+    eprintln!("bare servers: http://{http} grpc://{grpc}");
+    tokio::select! {
+        r = h => { r??; }
+        r = g => { r??; }
+    }
+    Ok(())
+}
+
+async fn suite(args: SuiteArgs) -> Result<()> {
+    let items = load_trace(&args.run.trace)?;
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "bare",
+            "--http",
+            "127.0.0.1:18080",
+            "--grpc",
+            "127.0.0.1:15051",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("starting the bare servers")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut rows = Vec::new();
+    let mut result = Ok(());
+    for mode in &args.modes {
+        let mut svc = args.run.clone();
+        svc.mode = *mode;
+        let mut bare = svc.clone();
+        bare.http = "http://127.0.0.1:18080".into();
+        bare.grpc = "http://127.0.0.1:15051".into();
+        let s = match run(&svc, items.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let b = run(&bare, items.clone()).await?;
+        let mut row = json!({
+            "mode": mode,
+            "service": s,
+            "bare": b,
+            "ratio_to_bare": s.requests_per_second / b.requests_per_second.max(1e-9),
+        });
+        if args.half_rate {
+            let mut half = svc.clone();
+            half.rate = Some(s.attempts_per_second / 2.0);
+            half.concurrency = half.concurrency.max(64);
+            row["service_half_rate"] = serde_json::to_value(run(&half, items.clone()).await?)?;
+        }
+        eprintln!(
+            "{mode:?}: service {:.0} attempts/s ({:.0} req/s), bare {:.0} req/s, ratio {:.2}",
+            s.attempts_per_second,
+            s.requests_per_second,
+            b.requests_per_second,
+            row["ratio_to_bare"].as_f64().unwrap_or(0.0)
+        );
+        rows.push(row);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    result?;
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run(args) => {
+                let items = load_trace(&args.trace)?;
+                let r = run(&args, items).await?;
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                Ok(())
+            }
+            Cmd::Bare { http, grpc } => bare(http, grpc).await,
+            Cmd::Suite(args) => suite(args).await,
+        }
+    })
+}

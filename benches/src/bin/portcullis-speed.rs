@@ -1,0 +1,328 @@
+//! `portcullis-speed`: engine throughput, allocations per attempt and bytes per tracked account,
+//! measured outside criterion (so it also runs under `valgrind --tool=callgrind`).
+//!
+//! ```text
+//! portcullis-speed rate --threads 1 --seconds 5            # mixed_week, decide + outcome
+//! portcullis-speed rate --threads 1 --seconds 5 --sled     # sled write-behind, flushed every second
+//! portcullis-speed attempts 200000                          # a fixed count, for callgrind
+//! portcullis-speed memory --accounts 1000000                # bytes per tracked account
+//! portcullis-speed scale                                    # cost vs tracked accounts and attack share
+//! ```
+//!
+//! Every figure is printed as one JSON line. Memory is counted by a global allocator that adds up
+//! live bytes (requested sizes), so it is the engine's own heap, not the process's RSS.
+
+use portcullis_benches::{default_policy, outcome_for, Driver, FlushEvery, Tally, Workload};
+use portcullis_engine::store::SledStore;
+use portcullis_engine::{Attempt, Engine, Limits, Options, Outcome, Timestamp};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
+
+const SECRET: [u8; 32] = *b"portcullis-bench-secret-key-32b!";
+
+#[allow(unsafe_code)]
+mod counting {
+    //! A global allocator that counts live bytes and allocation calls around the system one.
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+    /// Live bytes (requested sizes).
+    pub static LIVE: AtomicI64 = AtomicI64::new(0);
+    /// Allocation calls (alloc and realloc).
+    pub static CALLS: AtomicU64 = AtomicU64::new(0);
+
+    /// The counting allocator.
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to `System`; only counters are added.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            System.alloc(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+            System.dealloc(p, l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            LIVE.fetch_add(new as i64 - l.size() as i64, Ordering::Relaxed);
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            System.realloc(p, l, new)
+        }
+    }
+
+    /// Live bytes now.
+    pub fn live() -> i64 {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    /// Allocation calls so far.
+    pub fn calls() -> u64 {
+        CALLS.load(Ordering::Relaxed)
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("rate") => rate(
+            arg(&args, "--threads", 1),
+            arg(&args, "--seconds", 5.0),
+            args.iter().any(|a| a == "--sled"),
+            args.iter()
+                .position(|a| a == "--trace")
+                .and_then(|i| args.get(i + 1)),
+        ),
+        Some("attempts") => attempts(
+            arg(&args, "attempts", 0)
+                .max(args.get(1).and_then(|v| v.parse().ok()).unwrap_or(200_000)),
+        ),
+        Some("memory") => memory(arg(&args, "--accounts", 1_000_000)),
+        Some("scale") => scale(arg(&args, "--max-accounts", 1_000_000)),
+        _ => {
+            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] | attempts N | memory [--accounts N] | scale [--max-accounts N]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn engine(store: Option<Arc<SledStore>>) -> Engine {
+    Engine::new(
+        default_policy(),
+        Options {
+            secret: SECRET,
+            store: store.map(|s| s as Arc<dyn portcullis_engine::store::Store>),
+            limits: Limits::default(),
+        },
+    )
+    .expect("engine")
+}
+
+/// decide + outcome over `mixed_week` (2,000 users) on `threads` threads for `seconds`.
+fn rate(threads: usize, seconds: f64, sled: bool, trace: Option<&String>) {
+    let w = match trace {
+        Some(path) => {
+            let mut events: Vec<portcullis_engine::trace::TraceEvent> =
+                portcullis_engine::trace::TraceReader::open(std::path::Path::new(path))
+                    .expect("trace")
+                    .collect::<Result<_, _>>()
+                    .expect("trace");
+            events.sort_by_key(|e| e.ts_ms);
+            Workload::new(events)
+        }
+        None => Workload::mixed_week(2_000),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sled.then(|| Arc::new(SledStore::open(dir.path()).expect("sled")));
+    let e = engine(store);
+    let shards: Vec<Workload> = (0..threads)
+        .map(|k| w.shard(|i| i % threads == k))
+        .collect();
+    // Warm-up: one pass, so the maps hold the trace's accounts.
+    let mut warm = Driver::new(&w, Some(5_000), FlushEvery::Never);
+    warm.run(&e, &w, w.events.len() as u64);
+    let stop = AtomicBool::new(false);
+    let flushes = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    let calls0 = counting::calls();
+    let mut total = Tally::default();
+    let mut n = 0u64;
+    std::thread::scope(|s| {
+        if sled {
+            // Write-behind on a wall-clock timer: every 1 s, as `portcullis serve` does.
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1_000));
+                    e.flush().expect("flush");
+                    flushes.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let handles: Vec<_> = shards
+            .iter()
+            .enumerate()
+            .map(|(k, w)| {
+                let e = &e;
+                s.spawn(move || {
+                    // Time keeps moving on from the warm-up pass.
+                    let mut d = Driver::new(w, (k == 0).then_some(5_000), FlushEvery::Never);
+                    d.run(e, w, w.events.len() as u64); // catch up one pass, untimed below
+                    let mut n = 0u64;
+                    let t = Instant::now();
+                    while t.elapsed().as_secs_f64() < seconds {
+                        d.run(e, w, 10_000);
+                        n += 10_000;
+                    }
+                    (n, d.tally, t.elapsed())
+                })
+            })
+            .collect();
+        let mut secs: f64 = 0.0;
+        for h in handles {
+            let (k, t, el) = h.join().expect("thread");
+            n += k;
+            total.forwarded += t.forwarded;
+            total.refused += t.refused;
+            total.errors += t.errors;
+            secs = secs.max(el.as_secs_f64());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = start;
+        let per_sec = n as f64 / secs;
+        println!(
+            "{{\"bench\":\"rate\",\"threads\":{threads},\"sled\":{sled},\"attempts\":{n},\"seconds\":{secs:.3},\"attempts_per_second\":{per_sec:.0},\"allocs_per_attempt\":{:.3},\"forwarded\":{},\"refused\":{},\"errors\":{}}}",
+            (counting::calls() - calls0) as f64 / n as f64,
+            total.forwarded,
+            total.refused,
+            total.errors
+        );
+    });
+    if sled {
+        eprintln!("flushes: {}", flushes.load(Ordering::Relaxed));
+    }
+}
+
+/// A fixed number of attempts on one thread after a warm-up pass: for callgrind.
+fn attempts(n: u64) {
+    let w = Workload::mixed_week(2_000);
+    let e = engine(None);
+    let mut d = Driver::new(&w, Some(5_000), FlushEvery::Never);
+    d.run(&e, &w, w.events.len() as u64);
+    let calls0 = counting::calls();
+    d.run(&e, &w, n);
+    println!(
+        "{{\"bench\":\"attempts\",\"attempts\":{n},\"allocs_per_attempt\":{:.3},\"tally\":\"{:?}\"}}",
+        (counting::calls() - calls0) as f64 / n as f64,
+        d.tally
+    );
+}
+
+/// One synthetic attempt for account `i`: a user from one of 256 office /24s.
+fn account_attempt(e: &Engine, i: u64, now: i64, outcome: Outcome, attacker: bool) -> bool {
+    let name = format!("user{i}@corp.example");
+    let ip = if attacker {
+        IpAddr::V4(Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(10, (i % 256) as u8, 0, 1))
+    };
+    let pw = if attacker { "Winter2026!" } else { "own" };
+    let a = Attempt {
+        tenant: "default",
+        user: &name,
+        ip,
+        fingerprint: Some(pw.as_bytes()),
+    };
+    let now = Timestamp::from_millis(now);
+    match e.check(&a, now) {
+        Ok(d) => match d.attempt_id {
+            Some(id) => {
+                let _ = e.outcome(id, outcome, None, now);
+                true
+            }
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Bytes per tracked account: `accounts` accounts, each one successful sign-in from a familiar
+/// office prefix (the common case), then live heap bytes over the empty engine's, divided.
+fn memory(accounts: u64) {
+    let e = engine(None);
+    let t0 = 1_800_000_000_000i64;
+    // The tenant, its limiter and the office sources exist before counting.
+    for i in 0..256 {
+        account_attempt(&e, u64::MAX - i, t0, Outcome::Success, false);
+    }
+    let before = counting::live();
+    let start = Instant::now();
+    for i in 0..accounts {
+        // 10 ms apart: no address passes its rate limit.
+        account_attempt(&e, i, t0 + 1_000 + i as i64 * 10, Outcome::Success, false);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let after = counting::live();
+    let st = e.stats();
+    println!(
+        "{{\"bench\":\"memory\",\"accounts\":{},\"sources\":{},\"pending\":{},\"bytes\":{},\"bytes_per_account\":{:.1},\"insert_attempts_per_second\":{:.0}}}",
+        st.accounts,
+        st.sources,
+        st.pending,
+        after - before,
+        (after - before) as f64 / st.accounts.max(1) as f64,
+        accounts as f64 / secs
+    );
+}
+
+/// Cost per attempt as tracked accounts grow (1e4 .. `max`) and as the attack share grows.
+fn scale(max: u64) {
+    let t0 = 1_800_000_000_000i64;
+    let mut n = 10_000u64;
+    while n <= max {
+        let e = engine(None);
+        let live0 = counting::live();
+        for i in 0..n {
+            account_attempt(&e, i, t0 + i as i64, Outcome::Success, false);
+        }
+        let bytes = counting::live() - live0;
+        // Timed: 1,000,000 attempts (or n) over the tracked accounts in a scattered order.
+        let k = n.max(1_000_000);
+        let start = Instant::now();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for j in 0..k {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            account_attempt(&e, x % n, t0 + n as i64 + j as i64, Outcome::Success, false);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{{\"bench\":\"scale_accounts\",\"accounts\":{n},\"bytes_per_account\":{:.1},\"ns_per_attempt\":{:.0},\"attempts_per_second\":{:.0}}}",
+            bytes as f64 / n as f64,
+            secs * 1e9 / k as f64,
+            k as f64 / secs
+        );
+        n *= 10;
+    }
+    for share in [0.0, 0.1, 0.5, 0.9] {
+        let e = engine(None);
+        let users = 100_000u64;
+        let k = 1_000_000u64;
+        let start = Instant::now();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for j in 0..k {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let attack = (x >> 11) as f64 / (1u64 << 53) as f64 % 1.0 < share;
+            let out = if attack {
+                Outcome::WrongPassword
+            } else {
+                Outcome::Success
+            };
+            account_attempt(&e, x % users, t0 + j as i64 * 5, out, attack);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let _ = outcome_for;
+        println!(
+            "{{\"bench\":\"scale_attack_share\",\"attack_share\":{share},\"accounts\":{},\"ns_per_attempt\":{:.0},\"attempts_per_second\":{:.0}}}",
+            e.stats().accounts,
+            secs * 1e9 / k as f64,
+            k as f64 / secs
+        );
+    }
+}
