@@ -18,10 +18,11 @@ use crate::net::{parse_ip, NetKey};
 use crate::normalize::normalize;
 use crate::policy::valid_tenant_name;
 use crate::rules::familiar_key;
-use crate::state::class;
+use crate::state::{class, AccountState, SourceState, SprayState};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// Which of an account's two lockouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -193,6 +194,122 @@ pub struct SourceHeat {
     pub blocked: bool,
 }
 
+/// What `clear-source` names: a prefix exactly, or an address (and every tracked prefix holding it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceTarget {
+    /// `192.0.2.0/24`: that prefix's block only.
+    Prefix(NetKey),
+    /// `192.0.2.7`: the address's block and those of the prefixes containing it.
+    Address(IpAddr),
+}
+
+impl SourceTarget {
+    /// Parses an operator's `source`: with a `/` a prefix, otherwise an address.
+    pub fn parse(source: &str) -> Result<SourceTarget> {
+        let bad = || Error::InvalidInput {
+            field: "source",
+            reason: "must be an IP address or a network prefix such as 192.0.2.0/24".into(),
+        };
+        if source.contains('/') {
+            let net: IpNet = source.trim().parse().map_err(|_| bad())?;
+            Ok(SourceTarget::Prefix(NetKey::new(
+                net.network(),
+                net.prefix_len(),
+            )))
+        } else {
+            parse_ip(source).map(SourceTarget::Address).ok_or_else(bad)
+        }
+    }
+}
+
+/// Refuses a malformed tenant name (`InvalidInput` on `tenant`).
+pub fn check_tenant(tenant: &str) -> Result<()> {
+    if valid_tenant_name(tenant) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            field: "tenant",
+            reason: "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
+        })
+    }
+}
+
+/// The lockouts of one account in force at `now_ms`: each smart lockout and the mirrored
+/// directory lock, in kind order.
+pub fn lockout_views(a: &AccountState, now_ms: i64) -> Vec<LockoutView> {
+    let mut out = Vec::new();
+    for (kind, lock) in [
+        (LockKind::Unfamiliar, a.locks[0]),
+        (LockKind::Familiar, a.locks[1]),
+    ] {
+        if lock.active(now_ms) {
+            out.push(LockoutView {
+                tenant: a.tenant.to_string(),
+                account: a.name.to_string(),
+                kind,
+                since_ms: lock.since,
+                until_ms: lock.until,
+                level: lock.level,
+            });
+        }
+    }
+    if a.mirror.is_locked(now_ms) {
+        out.push(LockoutView {
+            tenant: a.tenant.to_string(),
+            account: a.name.to_string(),
+            kind: LockKind::Directory,
+            since_ms: 0,
+            until_ms: a.mirror.locked_until,
+            level: 1,
+        });
+    }
+    out
+}
+
+/// The view of the block of source `source` (address or prefix) of `tenant`, if one is in force
+/// at `now_ms`.
+pub fn source_block_view(
+    tenant: String,
+    source: String,
+    s: &SourceState,
+    now_ms: i64,
+) -> Option<SourceBlockView> {
+    if !s.block.active(now_ms) {
+        return None;
+    }
+    let (counter, value, limit) = s
+        .block_reason
+        .map(|(c, v, l)| (c.counter().to_string(), v, l))
+        .unwrap_or_else(|| ("source_blocked".to_string(), 1, 1));
+    Some(SourceBlockView {
+        tenant,
+        source,
+        counter,
+        value,
+        limit,
+        since_ms: s.block.since,
+        until_ms: s.block.until,
+        level: s.block.level,
+    })
+}
+
+/// Sorts lockouts as [`Engine::active_lockouts`] lists them: by tenant, account and kind.
+pub fn sort_lockouts(v: &mut [LockoutView]) {
+    v.sort_by(|x, y| {
+        (&x.tenant, &x.account, x.kind as u8).cmp(&(&y.tenant, &y.account, y.kind as u8))
+    });
+}
+
+/// Sorts source blocks as [`Engine::blocked_sources`] lists them: by tenant and source.
+pub fn sort_sources(v: &mut [SourceBlockView]) {
+    v.sort_by(|x, y| (&x.tenant, &x.source).cmp(&(&y.tenant, &y.source)));
+}
+
+/// Sorts sprays as [`Engine::sprayed_passwords`] lists them: by detection time, then id.
+pub fn sort_sprays(v: &mut [SprayView]) {
+    v.sort_by(|x, y| (x.detected_at_ms, &x.id).cmp(&(y.detected_at_ms, &y.id)));
+}
+
 impl Engine {
     /// The id the engine keys a tenant's sources by.
     fn tenant_id(&self, name: &str) -> u64 {
@@ -230,35 +347,9 @@ impl Engine {
         let now = now.as_millis();
         let mut out = Vec::new();
         for a in self.accounts.iter() {
-            for (kind, lock) in [
-                (LockKind::Unfamiliar, a.locks[0]),
-                (LockKind::Familiar, a.locks[1]),
-            ] {
-                if lock.active(now) {
-                    out.push(LockoutView {
-                        tenant: a.tenant.to_string(),
-                        account: a.name.to_string(),
-                        kind,
-                        since_ms: lock.since,
-                        until_ms: lock.until,
-                        level: lock.level,
-                    });
-                }
-            }
-            if a.mirror.is_locked(now) {
-                out.push(LockoutView {
-                    tenant: a.tenant.to_string(),
-                    account: a.name.to_string(),
-                    kind: LockKind::Directory,
-                    since_ms: 0,
-                    until_ms: a.mirror.locked_until,
-                    level: 1,
-                });
-            }
+            out.extend(lockout_views(&a, now));
         }
-        out.sort_by(|x, y| {
-            (&x.tenant, &x.account, x.kind as u8).cmp(&(&y.tenant, &y.account, y.kind as u8))
-        });
+        sort_lockouts(&mut out);
         out
     }
 
@@ -269,28 +360,15 @@ impl Engine {
         let mut out: Vec<SourceBlockView> = self
             .sources
             .iter()
-            .filter(|s| s.block.active(now))
-            .map(|s| {
-                let (counter, value, limit) = s
-                    .block_reason
-                    .map(|(c, v, l)| (c.counter().to_string(), v, l))
-                    .unwrap_or_else(|| ("source_blocked".to_string(), 1, 1));
-                SourceBlockView {
-                    tenant: names
-                        .get(&s.key().tenant)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{:016x}", s.key().tenant)),
-                    source: s.key().net.to_string(),
-                    counter,
-                    value,
-                    limit,
-                    since_ms: s.block.since,
-                    until_ms: s.block.until,
-                    level: s.block.level,
-                }
+            .filter_map(|s| {
+                let tenant = names
+                    .get(&s.key().tenant)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{:016x}", s.key().tenant));
+                source_block_view(tenant, s.key().net.to_string(), &s, now)
             })
             .collect();
-        out.sort_by(|x, y| (&x.tenant, &x.source).cmp(&(&y.tenant, &y.source)));
+        sort_sources(&mut out);
         out
     }
 
@@ -298,37 +376,47 @@ impl Engine {
     /// signing in with it. Sorted by detection time.
     pub fn sprayed_passwords(&self, now: Timestamp) -> Vec<SprayView> {
         let now = now.as_millis();
-        let policy = self.policy();
         let mut out: Vec<SprayView> = self
             .sprays
             .iter()
-            .filter(|s| s.is_sprayed(now))
-            .map(|s| SprayView {
-                id: self.spray_id(*s.key()),
-                detected_at_ms: s.detected_at,
-                until_ms: s.sprayed_until,
-                accounts_failed: s.accounts.count(now, policy.defaults.spray.window.ms()),
-                flagged: s
-                    .flagged
-                    .iter()
-                    .map(|(t, a)| FlaggedAccount {
-                        tenant: t.to_string(),
-                        account: a.to_string(),
-                    })
-                    .collect(),
-            })
+            .filter_map(|s| self.spray_view(self.spray_id(*s.key()), &s, now))
             .collect();
-        out.sort_by(|x, y| (x.detected_at_ms, &x.id).cmp(&(y.detected_at_ms, &y.id)));
+        sort_sprays(&mut out);
         out
     }
 
-    fn admin_account_key(&self, tenant: &str, user: &str) -> Result<(AccountKey, String)> {
-        if !valid_tenant_name(tenant) {
-            return Err(Error::InvalidInput {
-                field: "tenant",
-                reason: "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
-            });
+    /// The view of one spray state whose opaque id is `id`, if it is marked sprayed at `now_ms`.
+    /// `accounts_failed` counts within the default policy's `spray.window`.
+    pub fn spray_view(&self, id: String, s: &SprayState, now_ms: i64) -> Option<SprayView> {
+        if !s.is_sprayed(now_ms) {
+            return None;
         }
+        let policy = self.policy();
+        Some(SprayView {
+            id,
+            detected_at_ms: s.detected_at,
+            until_ms: s.sprayed_until,
+            accounts_failed: s.accounts.count(now_ms, policy.defaults.spray.window.ms()),
+            flagged: s
+                .flagged
+                .iter()
+                .map(|(t, a)| FlaggedAccount {
+                    tenant: t.to_string(),
+                    account: a.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The account key of `user` in `tenant` as every store keys it (see
+    /// [`Engine::account_identity`]), refusing a malformed tenant name without registering it.
+    pub fn admin_account_identity(&self, tenant: &str, user: &str) -> Result<(u128, Box<str>)> {
+        check_tenant(tenant)?;
+        self.account_identity(tenant, user)
+    }
+
+    fn admin_account_key(&self, tenant: &str, user: &str) -> Result<(AccountKey, String)> {
+        check_tenant(tenant)?;
         let name = normalize(user)?;
         Ok((self.account_key(tenant, &name), name))
     }
@@ -342,6 +430,20 @@ impl Engine {
         now: Timestamp,
     ) -> Result<AccountExplain> {
         let (key, name) = self.admin_account_key(tenant, user)?;
+        let a = self.accounts.get(&key);
+        Ok(self.explain_state(tenant, name, a.as_deref(), now))
+    }
+
+    /// Explains the account `name` (normalised) of `tenant` whose state is `a` (`None`: not
+    /// tracked) at `now`, as [`Engine::explain_account`] does; for a state read from elsewhere
+    /// (a shared store), with `a.pending` set to its attempts in flight.
+    pub fn explain_state(
+        &self,
+        tenant: &str,
+        name: String,
+        a: Option<&AccountState>,
+        now: Timestamp,
+    ) -> AccountExplain {
         let now_ms = now.as_millis();
         let policy = self.policy();
         let p = policy.for_tenant(tenant);
@@ -363,8 +465,8 @@ impl Engine {
             blocked_unfamiliar: None,
             blocked_familiar: None,
         };
-        let Some(a) = self.accounts.get(&key) else {
-            return Ok(view);
+        let Some(a) = a else {
+            return view;
         };
         view.tracked = true;
         let lw = p.lockout.window.ms();
@@ -386,11 +488,7 @@ impl Engine {
                 last_success_ms: *t,
             })
             .collect();
-        view.lockouts = self
-            .active_lockouts(now)
-            .into_iter()
-            .filter(|l| l.tenant == tenant && *l.account == *a.name)
-            .collect();
+        view.lockouts = lockout_views(a, now_ms);
         if let Some((h, at)) = a.flagged {
             view.flagged_spray = Some(self.spray_id(h));
             view.flagged_at_ms = Some(at);
@@ -426,7 +524,7 @@ impl Engine {
                 view.blocked_unfamiliar = why;
             }
         }
-        Ok(view)
+        view
     }
 
     /// Ends both smart lockouts of an account (their repeat level is kept, and the directory
@@ -438,10 +536,7 @@ impl Engine {
         let Some(mut a) = self.accounts.get_mut(&key) else {
             return Ok(false);
         };
-        let was = a.locks.iter().any(|l| l.active(now));
-        for lock in a.locks.iter_mut() {
-            lock.clear();
-        }
+        let was = a.unlock(now);
         drop(a);
         if self.store.is_some() {
             self.dirty_accounts.insert(key);
@@ -453,42 +548,25 @@ impl Engine {
     /// an address, the address's block and the block of every tracked prefix containing it.
     /// Returns how many blocks in force were cleared.
     pub fn clear_source_block(&self, tenant: &str, source: &str, now: Timestamp) -> Result<usize> {
-        if !valid_tenant_name(tenant) {
-            return Err(Error::InvalidInput {
-                field: "tenant",
-                reason: "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
-            });
-        }
+        check_tenant(tenant)?;
         let now = now.as_millis();
         let tid = self.tenant_id(tenant);
-        let bad = || Error::InvalidInput {
-            field: "source",
-            reason: "must be an IP address or a network prefix such as 192.0.2.0/24".into(),
-        };
         let mut keys: Vec<SourceKey> = Vec::new();
-        if source.contains('/') {
-            let net: IpNet = source.trim().parse().map_err(|_| bad())?;
-            keys.push(SourceKey {
-                tenant: tid,
-                net: NetKey::new(net.network(), net.prefix_len()),
-            });
-        } else {
-            let ip = parse_ip(source).ok_or_else(bad)?;
-            keys.extend(
+        match SourceTarget::parse(source)? {
+            SourceTarget::Prefix(net) => keys.push(SourceKey { tenant: tid, net }),
+            SourceTarget::Address(ip) => keys.extend(
                 self.sources
                     .iter()
                     .filter(|s| s.key().tenant == tid && s.key().net.contains(ip))
                     .map(|s| *s.key()),
-            );
+            ),
         }
         let mut cleared = 0;
         for k in keys {
             if let Some(mut s) = self.sources.get_mut(&k) {
-                if s.block.active(now) {
+                if s.clear_block(now) {
                     cleared += 1;
                 }
-                s.block.clear();
-                s.block_reason = None;
                 drop(s);
                 if self.store.is_some() {
                     self.dirty_sources.insert(k);

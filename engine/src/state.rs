@@ -160,6 +160,25 @@ impl AccountState {
         }
     }
 
+    /// Ends both smart lockouts (admin unlock; the repeat levels and the directory mirror are
+    /// kept). Returns whether one was in force at `now`.
+    pub fn unlock(&mut self, now: i64) -> bool {
+        let was = self.locks.iter().any(|l| l.active(now));
+        for lock in self.locks.iter_mut() {
+            lock.clear();
+        }
+        was
+    }
+
+    /// The latest end (ms) of anything that refuses the account: its smart lockouts and the
+    /// mirrored directory lock (0 when there has never been one).
+    pub fn locked_until(&self) -> i64 {
+        self.locks[0]
+            .until
+            .max(self.locks[1].until)
+            .max(self.mirror.locked_until)
+    }
+
     /// Whether `loc` had a success within `for_ms`.
     pub fn is_familiar(&self, loc: NetKey, now: i64, for_ms: i64) -> bool {
         self.familiar
@@ -265,6 +284,17 @@ pub struct SprayState {
     pub flagged: Vec<(Arc<str>, Box<str>)>,
     /// Last activity (ms).
     pub last_seen: i64,
+}
+
+impl SourceState {
+    /// Ends the source block and forgets what fired it (admin clear). Returns whether a block was
+    /// in force at `now`.
+    pub fn clear_block(&mut self, now: i64) -> bool {
+        let was = self.block.active(now);
+        self.block.clear();
+        self.block_reason = None;
+        was
+    }
 }
 
 impl SprayState {

@@ -8,11 +8,17 @@
 //!
 //! Routes: `GET lockouts`, `GET sources`, `GET sprays`, `GET account?tenant=&user=`,
 //! `POST unlock {"tenant","user"}`, `POST clear-source {"tenant","source"}`, `GET policy`.
+//!
+//! The views and actions ([`list_lockouts`], [`list_sources`], [`list_sprays`], [`explain`],
+//! [`unlock`], [`clear_source`]) act on where the state lives: the engine's maps, or with a
+//! shared store (`--store redis://..`) the state in Redis, so that every instance shows and
+//! changes the same lockouts. The dashboard calls the same functions.
 
 use crate::error::{Error, Result};
 use crate::http::parse_body;
 use crate::metrics as m;
-use crate::service::{now, AppState};
+use crate::service::{now, AppState, Service};
+use crate::shared::StoreError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, Request, State};
@@ -21,6 +27,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis_engine::admin::{AccountExplain, LockoutView, SourceBlockView, SprayView};
+use portcullis_engine::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -32,8 +40,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/sources", get(sources))
         .route("/sprays", get(sprays))
         .route("/account", get(account))
-        .route("/unlock", post(unlock))
-        .route("/clear-source", post(clear_source))
+        .route("/unlock", post(unlock_route))
+        .route("/clear-source", post(clear_source_route))
         .route("/policy", get(policy))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
@@ -74,19 +82,112 @@ fn logged(state: &AppState, action: &'static str, detail: Value) {
     state.audit.admin(action, detail, &version);
 }
 
-async fn lockouts(State(state): State<AppState>) -> Json<Value> {
+/// A shared-store failure as the service's error: the engine's refusals keep their 4xx, anything
+/// else (unreachable, contended, unreadable value) is 503 `store_unavailable`.
+fn store_error(op: &'static str, e: StoreError) -> Error {
+    match e {
+        StoreError::Engine(e) => e.into(),
+        e => {
+            metrics::counter!(m::STORE_ERRORS, "op" => op).increment(1);
+            tracing::warn!(error = %e, op, "Shared store failed for an admin request.");
+            Error::StoreUnavailable
+        }
+    }
+}
+
+/// Active lockouts at `now`, from the shared store when there is one.
+pub async fn list_lockouts(s: &Service, now: Timestamp) -> Result<Vec<LockoutView>> {
+    match &s.shared {
+        None => Ok(s.engine.active_lockouts(now)),
+        Some(store) => store
+            .active_lockouts(now)
+            .await
+            .map_err(|e| store_error("admin_lockouts", e)),
+    }
+}
+
+/// Blocked sources at `now`, from the shared store when there is one.
+pub async fn list_sources(s: &Service, now: Timestamp) -> Result<Vec<SourceBlockView>> {
+    match &s.shared {
+        None => Ok(s.engine.blocked_sources(now)),
+        Some(store) => store
+            .blocked_sources(now)
+            .await
+            .map_err(|e| store_error("admin_sources", e)),
+    }
+}
+
+/// Sprayed passwords at `now`, from the shared store when there is one.
+pub async fn list_sprays(s: &Service, now: Timestamp) -> Result<Vec<SprayView>> {
+    match &s.shared {
+        None => Ok(s.engine.sprayed_passwords(now)),
+        Some(store) => store
+            .sprayed_passwords(now)
+            .await
+            .map_err(|e| store_error("admin_sprays", e)),
+    }
+}
+
+/// Explains `user` of `tenant` at `now`, from the shared store when there is one.
+pub async fn explain(
+    s: &Service,
+    tenant: &str,
+    user: &str,
+    now: Timestamp,
+) -> Result<AccountExplain> {
+    match &s.shared {
+        None => Ok(s.engine.explain_account(tenant, user, now)?),
+        Some(store) => store
+            .explain_account(tenant, user, now)
+            .await
+            .map_err(|e| store_error("admin_explain", e)),
+    }
+}
+
+/// Ends both smart lockouts of `user` of `tenant`, in the shared store when there is one.
+/// Returns whether one was in force.
+pub async fn unlock(s: &Service, tenant: &str, user: &str, now: Timestamp) -> Result<bool> {
+    match &s.shared {
+        None => Ok(s.engine.unlock_account(tenant, user, now)?),
+        Some(store) => store
+            .unlock_account(tenant, user, now)
+            .await
+            .map_err(|e| store_error("admin_unlock", e)),
+    }
+}
+
+/// Clears the source blocks `source` names in `tenant`, in the shared store when there is one.
+/// Returns how many blocks in force were cleared.
+pub async fn clear_source(
+    s: &Service,
+    tenant: &str,
+    source: &str,
+    now: Timestamp,
+) -> Result<usize> {
+    match &s.shared {
+        None => Ok(s.engine.clear_source_block(tenant, source, now)?),
+        Some(store) => store
+            .clear_source_block(tenant, source, now)
+            .await
+            .map_err(|e| store_error("admin_clear_source", e)),
+    }
+}
+
+async fn lockouts(State(state): State<AppState>) -> Result<Json<Value>> {
     logged(&state, "list_lockouts", json!({}));
-    Json(json!({"lockouts": state.engine.active_lockouts(now())}))
+    Ok(Json(
+        json!({"lockouts": list_lockouts(&state, now()).await?}),
+    ))
 }
 
-async fn sources(State(state): State<AppState>) -> Json<Value> {
+async fn sources(State(state): State<AppState>) -> Result<Json<Value>> {
     logged(&state, "list_sources", json!({}));
-    Json(json!({"sources": state.engine.blocked_sources(now())}))
+    Ok(Json(json!({"sources": list_sources(&state, now()).await?})))
 }
 
-async fn sprays(State(state): State<AppState>) -> Json<Value> {
+async fn sprays(State(state): State<AppState>) -> Result<Json<Value>> {
     logged(&state, "list_sprays", json!({}));
-    Json(json!({"sprays": state.engine.sprayed_passwords(now())}))
+    Ok(Json(json!({"sprays": list_sprays(&state, now()).await?})))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +204,7 @@ async fn account(
         .tenant
         .ok_or_else(|| Error::bad("tenant", "is required"))?;
     let user = q.user.ok_or_else(|| Error::bad("user", "is required"))?;
-    let view = state.engine.explain_account(&tenant, &user, now())?;
+    let view = explain(&state, &tenant, &user, now()).await?;
     logged(
         &state,
         "explain_account",
@@ -118,12 +219,12 @@ struct UnlockBody {
     user: String,
 }
 
-async fn unlock(
+async fn unlock_route(
     State(state): State<AppState>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>> {
     let b: UnlockBody = parse_body("admin", body)?;
-    let was_locked = state.engine.unlock_account(&b.tenant, &b.user, now())?;
+    let was_locked = unlock(&state, &b.tenant, &b.user, now()).await?;
     logged(
         &state,
         "unlock",
@@ -138,14 +239,12 @@ struct ClearSourceBody {
     source: String,
 }
 
-async fn clear_source(
+async fn clear_source_route(
     State(state): State<AppState>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>> {
     let b: ClearSourceBody = parse_body("admin", body)?;
-    let cleared = state
-        .engine
-        .clear_source_block(&b.tenant, &b.source, now())?;
+    let cleared = clear_source(&state, &b.tenant, &b.source, now()).await?;
     logged(
         &state,
         "clear_source",

@@ -35,6 +35,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
+use portcullis_engine::admin::{LockoutView, SourceBlockView, SprayView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use session::{cookie_value, csrf_matches, SessionInfo, COOKIE as SESSION_COOKIE, CSRF_HEADER};
@@ -263,9 +264,21 @@ async fn state_json(
         return Err(Error::Unauthorized);
     }
     let tenant = q.tenant.filter(|t| !t.is_empty() && t != "all");
+    // With a shared store the tables come from Redis, through the admin API's own functions.
+    let tables = match state.shared {
+        Some(_) => {
+            let t = now();
+            Some((
+                crate::admin::list_lockouts(&state, t).await?,
+                crate::admin::list_sources(&state, t).await?,
+                crate::admin::list_sprays(&state, t).await?,
+            ))
+        }
+        None => None,
+    };
     let s = state.clone();
     // The views walk the engine's maps: keep that off the async workers.
-    let body = tokio::task::spawn_blocking(move || snapshot(&s, tenant.as_deref()))
+    let body = tokio::task::spawn_blocking(move || snapshot(&s, tenant.as_deref(), tables))
         .await
         .map_err(|e| Error::Config(format!("dashboard task: {e}")))?;
     let mut r = Json(body).into_response();
@@ -274,15 +287,22 @@ async fn state_json(
     Ok(r)
 }
 
+/// The lockouts, blocked sources and sprays tables, when read elsewhere (the shared store).
+pub type Tables = (Vec<LockoutView>, Vec<SourceBlockView>, Vec<SprayView>);
+
 /// Everything the dashboard shows, at the current time. `tenant` narrows the chart to one tenant
-/// label; the tables cover every tenant.
-pub fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
+/// label; the tables cover every tenant and are `tables` when given, else the engine's.
+pub fn snapshot(state: &AppState, tenant: Option<&str>, tables: Option<Tables>) -> Value {
     let t = now();
     let now_ms = t.as_millis();
     let e = &state.engine;
-    let mut lockouts = e.active_lockouts(t);
-    let mut sources = e.blocked_sources(t);
-    let mut sprays = e.sprayed_passwords(t);
+    let (mut lockouts, mut sources, mut sprays) = tables.unwrap_or_else(|| {
+        (
+            e.active_lockouts(t),
+            e.blocked_sources(t),
+            e.sprayed_passwords(t),
+        )
+    });
     let counts = json!({
         "lockouts": lockouts.len(),
         "sources": sources.len(),

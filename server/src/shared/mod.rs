@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - [`redis_store`]: [`RedisStore`], the check/outcome sequence against Redis; its keys, TTLs,
-//!   compare-and-swap and outage handling.
+//!   compare-and-swap and outage handling; and the admin views and actions on the shared state
+//!   (lists through small index sets, explain, unlock, clear-source).
 //!
 //! # What always holds
 //! - An account's directory mirror, in-flight attempts, smart lockouts, familiar locations and
@@ -18,8 +19,11 @@
 //!   swap, so concurrent instances can never together overspend an account's directory budget.
 //! - An outcome claims its in-flight record with `GETDEL`: it is applied once, by whichever
 //!   instance receives it.
-//! - No key carries a name, a password or a fingerprint (keyed hashes only); every key has a TTL;
-//!   every script touches one key, hash-tagged, so the same scripts run on Redis Cluster.
+//! - No key carries a name, a password or a fingerprint (keyed hashes only); every key but the
+//!   two `{ns:meta}` ones (secret, block epoch) has a TTL; every script touches one key,
+//!   hash-tagged, so the same scripts run on Redis Cluster.
+//! - An operator's unlock or clear-source is a compare-and-swap in Redis, in force on every
+//!   instance at the next check (no instance caches a block past a clear).
 
 pub mod redis_store;
 

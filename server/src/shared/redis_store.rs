@@ -32,8 +32,23 @@
 //!
 //! # Local cache
 //! Only one: a source block seen in Redis is remembered until it ends, and a later check whose
-//! first source key is still blocked is answered from memory (enforce mode only). A source block
-//! never ends early except by an operator, so the answer cannot be wrong for longer than that.
+//! first source key is still blocked is answered from memory (enforce mode only) after one read
+//! of the installation's block epoch (`{ns:meta}:epoch`) instead of every key. A source block
+//! ends early only by an operator's clear-source ([`RedisStore::clear_source_block`]), which
+//! writes a fresh random epoch after its swaps; an entry is stamped with the epoch read in the
+//! same pipeline as (and before) the source values, so a cached block whose epoch no longer
+//! matches is dropped and the check reads Redis: a cleared block is never answered from any
+//! instance's cache. (Chosen over invalidation messages: no second connection, no lost message.)
+//!
+//! # Indexes for the admin views
+//! Redis cannot list keys by content, so three small sorted sets name what is in force, scored
+//! by its end (ms): `{ns:ix:lockouts}` (member: the account key's hash), `{ns:ix:sources}`
+//! (member: the source key's hash, the tenant and the address or prefix, which the view shows),
+//! `{ns:ix:sprays}` (member: the spray key's hash and its opaque id). A member is added when a
+//! lockout, block or spray starts, after its swap (best effort: a failure there loses a row of a
+//! list, never a decision); entries past their end are pruned on every read, as is a member whose
+//! value no longer shows anything in force. Each set keeps at most [`MAX_INDEX`] members (the
+//! latest ends) and carries the TTL of its kind. See [`admin`].
 
 use portcullis_engine::net::{canonical, NetKey};
 use portcullis_engine::policy::{Familiarity, Mode, TenantPolicy};
@@ -69,6 +84,12 @@ const MAX_PENDING_PER_ACCOUNT: usize = 10_000;
 
 /// Source blocks remembered locally at most; the cache is cleared when full.
 const MAX_CACHED_BLOCKS: usize = 100_000;
+
+/// Members kept at most in each admin index (the ones ending last are kept).
+pub const MAX_INDEX: usize = 10_000;
+
+mod admin;
+use admin::IndexKind;
 
 /// Why a shared-store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +251,9 @@ pub struct RedisStore {
     engine: Arc<Engine>,
     timeout: Duration,
     up: AtomicBool,
-    blocked: Mutex<HashMap<String, Decision>>,
+    /// Cached source blocks: the decision (with `retry_after` holding the absolute end) and the
+    /// block epoch read with the value.
+    blocked: Mutex<HashMap<String, (Decision, u64)>>,
     /// What the store did, for metrics.
     pub counters: StoreCounters,
 }
@@ -429,26 +452,37 @@ impl RedisStore {
             .await
     }
 
-    fn cached_block(&self, key: &str, now: i64) -> Option<Decision> {
+    /// The cached block of source `key` still in force at `now`, with the epoch it was read at.
+    fn cached_block(&self, key: &str, now: i64) -> Option<(Decision, u64)> {
         let cache = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
-        let d = cache.get(key)?;
+        let (d, epoch) = cache.get(key)?;
         let until = d.retry_after.map_or(0, |r| r.as_millis() as i64);
         // Stored with retry_after holding the absolute end; rebuild the relative one.
         (until > now).then(|| {
             let mut d = d.clone();
             d.retry_after = rules::retry(until - now);
-            d
+            (d, *epoch)
         })
     }
 
-    fn cache_block(&self, key: &str, d: &Decision, until: i64) {
+    fn cache_block(&self, key: &str, d: &Decision, until: i64, epoch: u64) {
         let mut cache = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED_BLOCKS {
             cache.clear();
         }
         let mut d = d.clone();
         d.retry_after = Some(Duration::from_millis(until.max(0) as u64));
-        cache.insert(key.to_string(), d);
+        cache.insert(key.to_string(), (d, epoch));
+    }
+
+    /// Drops every cached block not read at `epoch` (an operator cleared some block since).
+    fn forget_blocks_before(&self, epoch: u64) {
+        let mut cache = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (_, e)| *e == epoch);
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{{{}:meta}}:epoch", self.ns)
     }
 
     async fn check_inner(&self, a: &Attempt<'_>, now: Timestamp) -> StoreResult<Decision> {
@@ -494,9 +528,19 @@ impl RedisStore {
                 return Ok(d);
             }
             if let Some((_, k)) = src.first() {
-                if let Some(d) = self.cached_block(k, t) {
-                    self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(d);
+                if let Some((d, epoch)) = self.cached_block(k, t) {
+                    let mut c = self.conn.clone();
+                    let now_epoch = parse_epoch(
+                        redis::cmd("GET")
+                            .arg(self.epoch_key())
+                            .query_async(&mut c)
+                            .await?,
+                    );
+                    if now_epoch == epoch {
+                        self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(d);
+                    }
+                    self.forget_blocks_before(now_epoch);
                 }
             }
         }
@@ -506,6 +550,8 @@ impl RedisStore {
             .then(|| self.source_key(tenant_id, fam_key));
         let spray = fp.filter(|_| early.is_none()).map(|h| self.spray_key(h));
         let mut pipe = redis::pipe();
+        // The epoch first: a block read after it was cleared cannot carry the older epoch.
+        pipe.cmd("GET").arg(self.epoch_key());
         pipe.cmd("GET").arg(&akey);
         for (_, k) in &src {
             pipe.cmd("GET").arg(k);
@@ -519,6 +565,7 @@ impl RedisStore {
         let mut c = self.conn.clone();
         let vals: Vec<Option<Vec<u8>>> = pipe.query_async(&mut c).await?;
         let mut vals = vals.into_iter();
+        let epoch = parse_epoch(vals.next().flatten());
         let acct_val = vals.next().flatten();
 
         let mut ctx = SourceContext::default();
@@ -531,7 +578,7 @@ impl RedisStore {
                 let finding = rules::source_finding(p, *net, &s, acct_tag, t);
                 if let Some(d) = finding.blocked {
                     if !log_only {
-                        self.cache_block(k, &d, s.block.until);
+                        self.cache_block(k, &d, s.block.until, epoch);
                     }
                     early = Some(d);
                     break;
@@ -826,13 +873,13 @@ impl RedisStore {
         let mut fx = OutcomeEffects::default();
         let window = p.directory.observation_window.ms();
         // The account (never created by an outcome, as in the engine).
-        let (afx, name) = self
-            .update::<AccountRec, (AccountEffects, Option<Box<str>>)>(
+        let (afx, name, locked_until) = self
+            .update::<AccountRec, (AccountEffects, Option<Box<str>>, i64)>(
                 &akey,
                 ttl.account_ms,
                 Some(acct_val),
                 |cur| match cur {
-                    None => (None, (AccountEffects::default(), None)),
+                    None => (None, (AccountEffects::default(), None, 0)),
                     Some(mut r) => {
                         r.settle(t, window);
                         let afx = rules::account_outcome(
@@ -847,26 +894,39 @@ impl RedisStore {
                         );
                         r.pending.retain(|&(i, _)| i != id);
                         let name = sprayed_success.map(|_| r.state.name.clone());
-                        (Some(r), (afx, name))
+                        let until = r.state.locked_until();
+                        (Some(r), (afx, name, until))
                     }
                 },
             )
             .await?;
+        if locked_until > t {
+            // A smart lockout started, or the directory's mirror locked, or one was extended.
+            let member = format!("{:032x}", rec.account);
+            self.index_add(IndexKind::Lockouts, &member, locked_until, ttl.account_ms)
+                .await;
+        }
         fx.lockout_started = afx.lockout_started;
         fx.account_flagged = afx.flagged;
 
         // The sources.
         for (net, k) in &src {
             let first = vals.next().flatten();
-            let blocked = self
-                .update::<SourceState, bool>(k, ttl.source_ms, Some(first), |cur| {
+            let (blocked, until) = self
+                .update::<SourceState, (bool, i64)>(k, ttl.source_ms, Some(first), |cur| {
                     let mut s = cur.unwrap_or_default();
                     let b = rules::source_outcome(
                         &mut s, p, result, *net, fam_key, acct_tag, trusted, t,
                     );
-                    (Some(s), b)
+                    let until = s.block.until;
+                    (Some(s), (b, until))
                 })
                 .await?;
+            if blocked {
+                let member = source_member(k, &rec.tenant, *net);
+                self.index_add(IndexKind::Sources, &member, until, ttl.source_ms)
+                    .await;
+            }
             fx.source_blocked |= blocked;
         }
         if let Some(k) = &fam {
@@ -882,13 +942,20 @@ impl RedisStore {
         // The fingerprint.
         match (result, &spray) {
             (Outcome::WrongPassword | Outcome::UnknownUser, Some(k)) => {
-                fx.spray_detected = self
-                    .update::<SprayState, bool>(k, ttl.spray_ms, Some(spray_val), |cur| {
+                let (detected, until) = self
+                    .update::<SprayState, (bool, i64)>(k, ttl.spray_ms, Some(spray_val), |cur| {
                         let mut sp = cur.unwrap_or_default();
                         let (detected, _) = rules::spray_failure(&mut sp, p, acct_tag, t);
-                        (Some(sp), detected)
+                        let until = sp.sprayed_until;
+                        (Some(sp), (detected, until))
                     })
                     .await?;
+                if let (true, Some(h)) = (detected, fp) {
+                    let member = format!("{} {}", key_hash(k), self.engine.spray_id(h));
+                    self.index_add(IndexKind::Sprays, &member, until, ttl.spray_ms)
+                        .await;
+                }
+                fx.spray_detected = detected;
             }
             (_, Some(k)) if sprayed_success.is_some() => {
                 let tenant: Arc<str> = rec.tenant.as_str().into();
@@ -908,6 +975,26 @@ impl RedisStore {
         }
         Ok(fx)
     }
+}
+
+/// The block epoch as stored (a random `u64` in decimal); 0 when never written.
+fn parse_epoch(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The hash part of a key `{ns:k:<hex>}`.
+fn key_hash(key: &str) -> &str {
+    key.trim_end_matches('}')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+}
+
+/// The sources index member of source key `key`: its hash, the tenant and the address or prefix
+/// (tenant names hold no space, so the member splits back unambiguously).
+fn source_member(key: &str, tenant: &str, net: NetKey) -> String {
+    format!("{} {tenant} {net}", key_hash(key))
 }
 
 fn push_pending(r: &mut AccountRec, id: u64, at: i64) {
