@@ -206,6 +206,7 @@ pub struct Engine {
     /// above the cap and after housekeeping.
     pub(crate) accounts_hint: AtomicUsize,
     pub(crate) sources_hint: AtomicUsize,
+    pub(crate) sprays_hint: AtomicUsize,
     pub(crate) pending_hint: AtomicUsize,
     pub(crate) dirty_accounts: Set<AccountKey>,
     pub(crate) dirty_sources: Set<SourceKey>,
@@ -262,6 +263,7 @@ impl Engine {
             next_id: AtomicU64::new(u64::from_le_bytes(seed) >> 12),
             accounts_hint: AtomicUsize::new(0),
             sources_hint: AtomicUsize::new(0),
+            sprays_hint: AtomicUsize::new(0),
             pending_hint: AtomicUsize::new(0),
             dirty_accounts: Set::default(),
             dirty_sources: Set::default(),
@@ -295,6 +297,7 @@ impl Engine {
             .store(self.accounts.len(), Ordering::Relaxed);
         self.sources_hint
             .store(self.sources.len(), Ordering::Relaxed);
+        self.sprays_hint.store(self.sprays.len(), Ordering::Relaxed);
         self.pending_hint
             .store(self.pending.len(), Ordering::Relaxed);
     }
@@ -763,7 +766,13 @@ impl Engine {
         // The fingerprint.
         match (result, fp) {
             (Outcome::WrongPassword | Outcome::UnknownUser, Some(h)) => {
-                let mut sp = self.sprays.entry(h).or_default();
+                let mut sp = match self.sprays.get_mut(&h) {
+                    Some(sp) => sp,
+                    None => {
+                        self.sprays_hint.fetch_add(1, Ordering::Relaxed);
+                        self.sprays.entry(h).or_default()
+                    }
+                };
                 let (detected, durable) = rules::spray_failure(&mut sp, p, acct_tag, now);
                 fx.spray_detected = detected;
                 if durable && self.store.is_some() {
@@ -794,6 +803,13 @@ impl Engine {
         }
         if fx.account_flagged {
             self.counters.flagged.fetch_add(1, Ordering::Relaxed);
+        }
+        // No map entry is held here: evicting walks the map.
+        if self.sprays_hint.load(Ordering::Relaxed) > self.limits.max_sprays {
+            if self.sprays.len() > self.limits.max_sprays {
+                self.evict_sprays(now);
+            }
+            self.sprays_hint.store(self.sprays.len(), Ordering::Relaxed);
         }
         fx
     }
@@ -871,21 +887,27 @@ impl Engine {
             self.evict(now);
         }
         if self.sprays.len() > self.limits.max_sprays {
-            let target = self.limits.max_sprays * 9 / 10;
-            let mut cands: Vec<(i64, u64)> = self
-                .sprays
-                .iter()
-                .filter(|e| !e.is_sprayed(now))
-                .map(|e| (e.last_seen, *e.key()))
-                .collect();
-            cands.sort_unstable();
-            let excess = self.sprays.len().saturating_sub(target);
-            for (_, k) in cands.into_iter().take(excess) {
-                self.sprays.remove(&k);
-                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-            }
+            self.evict_sprays(now);
         }
         self.resync_hints();
+    }
+
+    /// Brings the spray map back to 90% of its cap, least recently seen first; fingerprints
+    /// marked sprayed are never evicted.
+    fn evict_sprays(&self, now: i64) {
+        let target = self.limits.max_sprays * 9 / 10;
+        let mut cands: Vec<(i64, u64)> = self
+            .sprays
+            .iter()
+            .filter(|e| !e.is_sprayed(now))
+            .map(|e| (e.last_seen, *e.key()))
+            .collect();
+        cands.sort_unstable();
+        let excess = self.sprays.len().saturating_sub(target);
+        for (_, k) in cands.into_iter().take(excess) {
+            self.sprays.remove(&k);
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Brings maps over their cap back to 90% of it, least valuable and least recently seen first.

@@ -785,3 +785,130 @@ fn a_wrong_password_never_used_before_does_not_make_the_place_familiar() {
     let d = attempt(&e, "sam", "192.0.2.51", "guess2", W, T0 + HOUR + SEC);
     assert_eq!(d.familiarity, Familiarity::Unfamiliar);
 }
+
+#[test]
+fn a_flood_of_random_names_addresses_and_passwords_stays_under_every_cap_and_keeps_what_protects_real_accounts(
+) {
+    let policy = portcullis_engine::Policy::from_toml(
+        "[defaults.sources]\nrate_per_second = 1000000\nrate_burst = 1000000\n\
+         [defaults.lockout]\nthreshold = 5\n\
+         [defaults.spray]\naccounts_per_password = 4\naccounts_per_source = 1000\n",
+    )
+    .unwrap();
+    let limits = portcullis_engine::Limits {
+        max_accounts: 1_000,
+        max_sources: 1_000,
+        max_sprays: 500,
+        ..Default::default()
+    };
+    let e = portcullis_engine::Engine::new(
+        policy,
+        portcullis_engine::Options {
+            limits,
+            ..portcullis_engine::Options::in_memory([3; 32])
+        },
+    )
+    .unwrap();
+    let mut t = T0;
+    let mut tick = || {
+        t += 1;
+        t
+    };
+    // What protects real accounts, set up before the flood:
+    // an active lockout,
+    for i in 0..5 {
+        attempt(
+            &e,
+            "locked",
+            &format!("198.18.{i}.1"),
+            &format!("g{i}"),
+            W,
+            tick(),
+        );
+    }
+    // a familiar location (the owner's office),
+    attempt(&e, "owner", "192.0.2.10", "right", Outcome::Success, tick());
+    // a directory mirror one failure short of the smart lockout,
+    for i in 0..4 {
+        attempt(
+            &e,
+            "near",
+            &format!("198.19.{i}.1"),
+            &format!("n{i}"),
+            W,
+            tick(),
+        );
+    }
+    // and a sprayed password.
+    for i in 0..6 {
+        attempt(
+            &e,
+            &format!("sprayed{i}"),
+            &format!("198.20.{i}.1"),
+            "Winter2026!",
+            W,
+            tick(),
+        );
+    }
+    assert_eq!(
+        e.sprayed_passwords(portcullis_engine::Timestamp::from_millis(tick()))
+            .len(),
+        1,
+        "the spray was seen"
+    );
+
+    // The flood: random names from random addresses with random wrong passwords.
+    for i in 0..30_000i64 {
+        let from = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        attempt(
+            &e,
+            &format!("random{i}"),
+            &from,
+            &format!("pw{i}"),
+            W,
+            tick(),
+        );
+        if i % 1_000 == 999 {
+            let s = e.stats();
+            // Entries that may not be evicted (the ones above) come on top of the cap.
+            assert!(s.accounts <= 1_000 + 8, "accounts {} at {i}", s.accounts);
+            assert!(s.sources <= 1_000 + 32, "sources {} at {i}", s.sources);
+            assert!(s.sprays <= 500 + 8, "sprays {} at {i}", s.sprays);
+        }
+    }
+    assert!(e.stats().evicted > 0, "the caps were reached and enforced");
+
+    let now = tick();
+    let d = attempt(&e, "locked", "198.18.99.1", "g", W, now);
+    assert_eq!(
+        d.reason,
+        Some(Reason::AccountLocked),
+        "the lockout survived"
+    );
+    let d = attempt(
+        &e,
+        "owner",
+        "192.0.2.10",
+        "right",
+        Outcome::Success,
+        now + 1,
+    );
+    assert_eq!(
+        d.familiarity,
+        Familiarity::Personal,
+        "the familiar location survived"
+    );
+    attempt(&e, "near", "198.19.50.1", "n50", W, now + 2);
+    let d = attempt(&e, "near", "198.19.51.1", "n51", W, now + 3);
+    assert_ne!(
+        d.verdict,
+        Verdict::Forward,
+        "the directory mirror near its threshold survived: the fifth failure locked"
+    );
+    assert_eq!(
+        e.sprayed_passwords(portcullis_engine::Timestamp::from_millis(now + 4))
+            .len(),
+        1,
+        "the sprayed password survived"
+    );
+}

@@ -63,6 +63,18 @@ pub struct ServeArgs {
     /// Deadline of one Redis operation (a check, an outcome), e.g. `500ms` (the default).
     #[arg(long)]
     pub store_timeout: Option<String>,
+    /// Most accounts tracked in memory. Default 2,000,000.
+    #[arg(long)]
+    pub max_accounts: Option<usize>,
+    /// Most addresses and network prefixes tracked. Default 2,000,000.
+    #[arg(long)]
+    pub max_sources: Option<usize>,
+    /// Most wrong-password fingerprints tracked for spray detection. Default 1,000,000.
+    #[arg(long)]
+    pub max_sprays: Option<usize>,
+    /// Most attempts in flight (checked, outcome not yet reported). Default 1,000,000.
+    #[arg(long)]
+    pub max_pending: Option<usize>,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -86,6 +98,10 @@ struct FileConfig {
     store: Option<String>,
     namespace: Option<String>,
     store_timeout: Option<String>,
+    max_accounts: Option<usize>,
+    max_sources: Option<usize>,
+    max_sprays: Option<usize>,
+    max_pending: Option<usize>,
 }
 
 /// The resolved settings of a running service.
@@ -127,6 +143,8 @@ pub struct Config {
     pub namespace: String,
     /// Deadline of one Redis operation. Default 500 ms.
     pub store_timeout: Duration,
+    /// Caps on the engine's maps (`max_accounts`, `max_sources`, `max_sprays`, `max_pending`).
+    pub limits: portcullis_engine::Limits,
 }
 
 impl Default for Config {
@@ -150,6 +168,7 @@ impl Default for Config {
             store: None,
             namespace: "portcullis".into(),
             store_timeout: Duration::from_millis(500),
+            limits: portcullis_engine::Limits::default(),
         }
     }
 }
@@ -257,6 +276,39 @@ impl Config {
         if let Some(v) = args.store_timeout.as_ref().or(file.store_timeout.as_ref()) {
             c.store_timeout = duration("store_timeout", v)?;
         }
+        for (key, flag, file, slot) in [
+            (
+                "max_accounts",
+                args.max_accounts,
+                file.max_accounts,
+                &mut c.limits.max_accounts,
+            ),
+            (
+                "max_sources",
+                args.max_sources,
+                file.max_sources,
+                &mut c.limits.max_sources,
+            ),
+            (
+                "max_sprays",
+                args.max_sprays,
+                file.max_sprays,
+                &mut c.limits.max_sprays,
+            ),
+            (
+                "max_pending",
+                args.max_pending,
+                file.max_pending,
+                &mut c.limits.max_pending,
+            ),
+        ] {
+            if let Some(v) = flag.or(file) {
+                if v < 100 {
+                    return Err(Error::Config(format!("`{key}` = {v} must be at least 100")));
+                }
+                *slot = v;
+            }
+        }
         c.admin_token = admin_token.filter(|t| !t.is_empty());
         Ok(c)
     }
@@ -318,5 +370,30 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(&args, None).is_err());
+    }
+
+    #[test]
+    fn map_caps_come_from_flags_or_the_file_and_tiny_caps_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "max_accounts = 5000\nmax_sprays = 700\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            max_sprays: Some(900),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        assert_eq!(c.limits.max_accounts, 5000);
+        assert_eq!(c.limits.max_sprays, 900);
+        assert_eq!(
+            c.limits.max_sources,
+            portcullis_engine::Limits::default().max_sources
+        );
+        let args = ServeArgs {
+            max_sources: Some(3),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args, None).unwrap_err().to_string();
+        assert!(err.contains("`max_sources`"), "{err}");
     }
 }

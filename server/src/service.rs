@@ -18,7 +18,7 @@ use portcullis_engine::net::parse_ip;
 use portcullis_engine::policy::valid_tenant_name;
 use portcullis_engine::store::{SledStore, Store};
 use portcullis_engine::{
-    Attempt, Decision, Engine, FailMode, Familiarity, Fired, Limits, Mode, Options, Outcome,
+    Attempt, Decision, Engine, FailMode, Familiarity, Fired, Mode, Options, Outcome,
     OutcomeEffects, Policy, Reason, Timestamp, Verdict,
 };
 use std::collections::HashMap;
@@ -184,7 +184,7 @@ impl Service {
                     Options {
                         secret,
                         store: Some(store),
-                        limits: Limits::default(),
+                        limits: config.limits,
                     },
                 )?;
                 (Arc::new(engine), secret, None)
@@ -193,7 +193,10 @@ impl Service {
         let shadow = match &config.shadow {
             Some(path) => Some(Arc::new(Engine::new(
                 load_policy(path)?,
-                Options::in_memory(secret),
+                Options {
+                    limits: config.limits,
+                    ..Options::in_memory(secret)
+                },
             )?)),
             None => None,
         };

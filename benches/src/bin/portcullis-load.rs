@@ -119,6 +119,10 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also report latency and throughput per interval of this many seconds (`intervals` in
+    /// the JSON result): a soak run shows whether latency stays flat.
+    #[arg(long)]
+    interval: Option<f64>,
 }
 
 #[derive(Parser)]
@@ -203,6 +207,8 @@ struct RunResult {
     attempts_per_second: f64,
     requests_per_second: f64,
     latency_us: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    intervals: Vec<Value>,
 }
 
 /// Shared counters of a run.
@@ -214,6 +220,8 @@ struct Shared {
     errors: AtomicU64,
     stop: AtomicBool,
     recording: AtomicBool,
+    /// The current interval's latencies, when `--interval` is set.
+    window: Option<std::sync::Mutex<Histogram<u64>>>,
 }
 
 impl Shared {
@@ -413,6 +421,9 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         recording: AtomicBool::new(false),
+        window: args.interval.map(|_| {
+            std::sync::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"))
+        }),
     });
     let per_unit = match args.mode {
         Mode::HttpBatch | Mode::GrpcStream => args.batch.max(1) as u64,
@@ -474,6 +485,11 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                     Ok((a, q)) => {
                         let us = done.duration_since(intended).as_micros().max(1) as u64;
                         hist.saturating_record(us);
+                        if let Some(w) = &sh.window {
+                            if let Ok(mut w) = w.lock() {
+                                w.saturating_record(us);
+                            }
+                        }
                         let n = sh.attempts.fetch_add(a, Ordering::Relaxed) + a;
                         sh.requests.fetch_add(q, Ordering::Relaxed);
                         if n >= max {
@@ -491,10 +507,35 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
     tokio::time::sleep_until(record_from.into()).await;
     sh.recording.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let mut intervals = Vec::new();
+    let mut last = (0.0f64, 0u64, 0u64);
     while started.elapsed().as_secs_f64() < args.duration && !sh.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         pb.inc(1);
         let secs = started.elapsed().as_secs_f64();
+        if let (Some(every), Some(w)) = (args.interval, &sh.window) {
+            if secs - last.0 >= every {
+                let h = w.lock().map(|mut w| {
+                    let h = w.clone();
+                    w.reset();
+                    h
+                });
+                if let Ok(h) = h {
+                    let (a, e) = (
+                        sh.attempts.load(Ordering::Relaxed),
+                        sh.errors.load(Ordering::Relaxed),
+                    );
+                    intervals.push(json!({
+                        "t_s": (secs * 10.0).round() / 10.0,
+                        "attempts_per_second": (a - last.1) as f64 / (secs - last.0),
+                        "errors": e - last.2,
+                        "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99),
+                        "max_us": h.max(),
+                    }));
+                    last = (secs, a, e);
+                }
+            }
+        }
         pb.set_message(format!(
             "{:.0} attempts/s, {} errors",
             sh.attempts.load(Ordering::Relaxed) as f64 / secs,
@@ -543,6 +584,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
             "count": hist.len(), "mean": hist.mean(), "p50": q(0.5), "p90": q(0.9),
             "p99": q(0.99), "p999": q(0.999), "max": hist.max(),
         }),
+        intervals,
     })
 }
 
