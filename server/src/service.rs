@@ -403,7 +403,17 @@ impl Service {
             .map_err(|_| Error::bad("id", "must be an attempt id from /v1/check"))?;
         let result: Outcome = result
             .parse()
-            .map_err(|e: String| Error::bad("result", e))?;
+            // Not the engine's message: it quotes the value, and a confused caller may have put
+            // something secret there.
+            .map_err(|_: String| {
+                Error::bad(
+                    "result",
+                    format!(
+                        "is not a known result; expected one of {}",
+                        Outcome::ALL.map(|o| o.as_str()).join(", ")
+                    ),
+                )
+            })?;
         if pw.is_some_and(|p| p.len() > MAX_FIELD_BYTES) {
             return Err(Error::bad(
                 "pw",
