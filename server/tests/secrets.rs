@@ -382,6 +382,13 @@ async fn no_fingerprint_or_admin_token_appears_in_any_output_of_a_full_run() {
     }
     // The shared prefix alone catches a cut or partly encoded fingerprint.
     secrets.push(FP_PREFIX.to_string());
+    let searched: usize = outputs.iter().map(|(_, b)| b.len()).sum();
+    eprintln!(
+        "searched {} outputs, {searched} bytes, for {} forms of {} secrets",
+        outputs.len(),
+        secrets.len(),
+        fps.len() + 1
+    );
     let mut leaks = Vec::new();
     for (name, bytes) in &outputs {
         for secret in &secrets {
