@@ -75,6 +75,24 @@ pub struct ServeArgs {
     /// Most attempts in flight (checked, outcome not yet reported). Default 1,000,000.
     #[arg(long)]
     pub max_pending: Option<usize>,
+    /// Serve HTTPS and gRPC over TLS with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Require clients (the broker) to present a certificate signed by this PEM CA (mTLS; needs
+    /// `--tls-cert`).
+    #[arg(long, value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+    /// Serve the admin API, the dashboard and `/metrics` only on this address; `--http` then
+    /// serves only the decision API and health.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_http: Option<SocketAddr>,
+    /// A proxy (address or CIDR) whose `X-Forwarded-For`/`Forwarded` headers are believed;
+    /// repeat for several. Without it such headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -102,6 +120,12 @@ struct FileConfig {
     max_sources: Option<usize>,
     max_sprays: Option<usize>,
     max_pending: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    admin_http: Option<SocketAddr>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 /// The resolved settings of a running service.
@@ -145,6 +169,12 @@ pub struct Config {
     pub store_timeout: Duration,
     /// Caps on the engine's maps (`max_accounts`, `max_sources`, `max_sprays`, `max_pending`).
     pub limits: portcullis_engine::Limits,
+    /// TLS for both listeners (`--tls-cert`, `--tls-key`, `--client-ca`); `None`: plain text.
+    pub tls: Option<crate::tls::TlsPaths>,
+    /// The separate admin listener (`--admin-http`); `None`: admin on the `http` listener.
+    pub admin_http: Option<SocketAddr>,
+    /// Peers whose forwarded-address headers are believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -169,6 +199,9 @@ impl Default for Config {
             namespace: "portcullis".into(),
             store_timeout: Duration::from_millis(500),
             limits: portcullis_engine::Limits::default(),
+            tls: None,
+            admin_http: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -310,8 +343,60 @@ impl Config {
             }
         }
         c.admin_token = admin_token.filter(|t| !t.is_empty());
+        c.tls = tls_paths(
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.client_ca.clone().or(file.client_ca),
+        )?;
+        c.admin_http = args.admin_http.or(file.admin_http);
+        let proxies = if args.trusted_proxies.is_empty() {
+            file.trusted_proxies
+        } else {
+            args.trusted_proxies.clone()
+        };
+        c.trusted_proxies = proxies
+            .iter()
+            .map(|p| parse_proxy(p))
+            .collect::<Result<_>>()?;
         Ok(c)
     }
+}
+
+/// Both of `--tls-cert` and `--tls-key` or neither; `--client-ca` only with them.
+fn tls_paths(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<crate::tls::TlsPaths>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsPaths {
+            cert,
+            key,
+            client_ca,
+        })),
+        (Some(_), None) => Err(Error::Config(
+            "`--tls-cert` (`tls_cert`) is given without `--tls-key` (`tls_key`): give both".into(),
+        )),
+        (None, Some(_)) => Err(Error::Config(
+            "`--tls-key` (`tls_key`) is given without `--tls-cert` (`tls_cert`): give both".into(),
+        )),
+        (None, None) if client_ca.is_some() => Err(Error::Config(
+            "`--client-ca` (`client_ca`) needs `--tls-cert` and `--tls-key`".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A trusted proxy: a CIDR, or one address (as a /32 or /128).
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet> {
+    let t = s.trim();
+    t.parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            Error::Config(format!(
+                "`--trusted-proxy` (`trusted_proxies`) {s:?} is not an address or CIDR"
+            ))
+        })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -395,5 +480,56 @@ mod tests {
         };
         let err = Config::resolve(&args, None).unwrap_err().to_string();
         assert!(err.contains("`max_sources`"), "{err}");
+    }
+
+    fn err(args: &ServeArgs) -> String {
+        Config::resolve(args, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn tls_needs_both_cert_and_key_and_names_the_missing_flag() {
+        let e = err(&ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("--tls-key"), "{e}");
+        let e = err(&ServeArgs {
+            tls_key: Some("k.pem".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("--tls-cert"), "{e}");
+        let e = err(&ServeArgs {
+            client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("--client-ca"), "{e}");
+    }
+
+    #[test]
+    fn security_keys_in_the_file_match_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nclient_ca = \"ca.pem\"\n\
+             admin_http = \"127.0.0.1:9443\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.admin_http.unwrap().to_string(), "127.0.0.1:9443");
+        let proxies: Vec<String> = c.trusted_proxies.iter().map(|p| p.to_string()).collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.7/32"]);
+        let e = err(&ServeArgs {
+            trusted_proxies: vec!["10.0.0.0/33".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("--trusted-proxy"), "{e}");
     }
 }

@@ -63,8 +63,24 @@ struct ValidateBody {
 
 /// The HTTP router: decision API, health, metrics, OpenAPI, admin API, dashboard.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
-    let timeout = state.config.request_timeout;
+    let routes = decision_routes().merge(admin_routes(state.clone()));
+    finish(routes, state)
+}
+
+/// The router of the decision listener when the admin side has its own (`--admin-http`): the
+/// decision API, health and OpenAPI; admin paths answer 404 here.
+pub fn decision_app(state: AppState) -> Router {
+    finish(decision_routes(), state)
+}
+
+/// The router of the admin listener (`--admin-http`): admin API, dashboard, `/metrics`, and
+/// `/healthz` so the listener can be probed.
+pub fn admin_app(state: AppState) -> Router {
+    let routes = admin_routes(state.clone()).route("/healthz", get(healthz));
+    finish(routes, state)
+}
+
+fn decision_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/check", post(check))
         .route("/v1/outcome", post(outcome))
@@ -73,10 +89,21 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/outcome/batch", post(outcome_batch))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .nest("/v1/admin", crate::admin::router(state.clone()))
+}
+
+fn admin_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .nest("/v1/admin", crate::admin::router(state))
         .merge(crate::dashboard::router())
+}
+
+/// The layers every listener's router has: body limit and request timeout.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let timeout = state.config.request_timeout;
+    routes
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -18,6 +18,9 @@
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`server`]: `run(state, listeners, shutdown)`: serving, background loops, graceful shutdown.
 //! - [`shared`]: several instances sharing state through Redis (`serve --store redis://..`).
+//! - [`tls`]: TLS (rustls) for both listeners and client-certificate authentication (mTLS).
+//! - [`http_serve`]: serving a router on a listener: TLS, request-head limits, graceful drain.
+//! - [`client_addr`]: the client's address, believing forwarded headers only from trusted proxies.
 //! - [`error`]: the crate's one error type, mapped to HTTP and gRPC.
 //!
 //! Invariant across all of it: a password fingerprint never appears in a log, a metric, an error
@@ -26,11 +29,13 @@
 pub mod admin;
 pub mod agent;
 pub mod audit;
+pub mod client_addr;
 pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http_serve;
 pub mod ldap_agent;
 pub mod live_replay;
 pub mod metrics;
@@ -39,6 +44,7 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod shared;
+pub mod tls;
 
 /// Code generated from `proto/portcullis/v1/gate.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -111,9 +111,32 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn serve(args: &ServeArgs) -> Result<()> {
     init_tracing();
+    // Every file the service creates (sled's files holding the hash secret, the audit log) is
+    // owner-only whatever the caller's umask.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    portcullis_server::tls::install_provider();
     let config = Config::resolve(args, std::env::var("PORTCULLIS_ADMIN_TOKEN").ok())?;
     if config.admin_token.is_none() {
         tracing::warn!("PORTCULLIS_ADMIN_TOKEN is not set: the admin API is off.");
+    }
+    let tls = match &config.tls {
+        Some(paths) => Some(portcullis_server::tls::Tls::load(paths)?),
+        None => None,
+    };
+    if tls.is_none() {
+        for (what, addr) in [
+            ("http", Some(config.http)),
+            ("admin_http", config.admin_http),
+        ] {
+            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                tracing::warn!(
+                    listener = what,
+                    %addr,
+                    "Serving plain HTTP on a non-loopback address: give --tls-cert and --tls-key."
+                );
+            }
+        }
     }
     let metrics = portcullis_server::metrics::install();
     let rt = runtime()?;
@@ -124,11 +147,26 @@ fn serve(args: &ServeArgs) -> Result<()> {
         let grpc = tokio::net::TcpListener::bind(config.grpc)
             .await
             .with_context(|| format!("binding gRPC on {}", config.grpc))?;
+        let admin = match config.admin_http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = match &admin {
+            Some(l) => l.local_addr()?.to_string(),
+            None => "same-as-http".to_string(),
+        };
         let service = Service::build(config, Some(metrics)).await?;
         let state = AppState(Arc::new(service));
         tracing::info!(
             http = %http.local_addr()?,
             grpc = %grpc.local_addr()?,
+            admin = %admin_addr,
+            tls = tls.is_some(),
+            mtls = tls.as_ref().is_some_and(|t| t.mutual),
             policy = %state.engine.policy().version,
             shadow = state.shadow.is_some(),
             agents = state.agents.as_ref().map_or(0, |a| a.len()),
@@ -136,10 +174,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
             store = if state.shared.is_some() { "redis" } else { "sled" },
             "Listening."
         );
-        portcullis_server::server::run(
-            state,
+        let listeners = portcullis_server::server::Listeners {
             http,
             grpc,
+            admin,
+            tls,
+        };
+        portcullis_server::server::serve(
+            state,
+            listeners,
             portcullis_server::server::shutdown_signal(),
         )
         .await?;

@@ -1,5 +1,6 @@
 //! Serving: `run(state, http, grpc, shutdown)` serves both APIs on the given listeners until the
-//! injected `shutdown` future completes, with the background loops beside them.
+//! injected `shutdown` future completes, with the background loops beside them; `serve` does the
+//! same with TLS and a separate admin listener ([`Listeners`]).
 //!
 //! Background loops: write-behind flush every `flush_interval` (so state older than that survives
 //! a `kill -9`), engine housekeeping and gauges every `maintain_interval`, policy reload on file
@@ -29,13 +30,54 @@ fn flush(state: &AppState) {
     }
 }
 
-/// Serves until `shutdown` completes, then drains and flushes.
+/// Serves until `shutdown` completes, then drains and flushes (plain text, admin on `http`).
 pub async fn run(
     state: AppState,
     http: TcpListener,
     grpc: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let listeners = Listeners {
+        http,
+        grpc,
+        admin: None,
+        tls: None,
+    };
+    serve(state, listeners, shutdown).await
+}
+
+/// The listeners of a running service and their TLS settings.
+pub struct Listeners {
+    /// The HTTP listener: the decision API, and the admin side too unless `admin` is given.
+    pub http: TcpListener,
+    /// The gRPC listener.
+    pub grpc: TcpListener,
+    /// The admin listener (`--admin-http`): admin API, dashboard and `/metrics`.
+    pub admin: Option<TcpListener>,
+    /// TLS for all of them; `None`: plain text.
+    pub tls: Option<crate::tls::Tls>,
+}
+
+/// Serves on `listeners` until `shutdown` completes, then drains and flushes.
+pub async fn serve(
+    state: AppState,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let Listeners {
+        http,
+        grpc,
+        admin,
+        tls,
+    } = listeners;
+    // Checked before anything starts, so a bad identity stops the service cleanly.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_max_header_list_size(crate::http_serve::MAX_HEAD_BYTES as u32);
+    if let Some(t) = &tls {
+        builder = builder
+            .tls_config(t.grpc.clone())
+            .map_err(|e| crate::Error::Config(format!("gRPC TLS: {e}")))?;
+    }
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -129,22 +171,38 @@ pub async fn run(
         }));
     }
 
-    let app = crate::http::app(state.clone());
-    let http_srv = axum::serve(http, app).with_graceful_shutdown(stopped(rx.clone()));
-    let grpc_srv = tonic::transport::Server::builder()
+    let http_tls = tls.as_ref().map(|t| t.http.clone());
+    let (app, admin_srv) = match admin {
+        Some(admin) => (
+            crate::http::decision_app(state.clone()),
+            Some(crate::http_serve::serve(
+                admin,
+                http_tls.clone(),
+                crate::http::admin_app(state.clone()),
+                stopped(rx.clone()),
+            )),
+        ),
+        None => (crate::http::app(state.clone()), None),
+    };
+    let http_srv = crate::http_serve::serve(http, http_tls, app, stopped(rx.clone()));
+    let admin_srv = async move {
+        if let Some(srv) = admin_srv {
+            srv.await;
+        }
+    };
+    let grpc_srv = builder
         .add_service(crate::grpc::service(state.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             stopped(rx.clone()),
         );
-    let (h, g) = tokio::join!(http_srv, grpc_srv);
+    let (_, _, g) = tokio::join!(http_srv, admin_srv, grpc_srv);
     for t in tasks {
         let _ = t.await;
     }
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
     tracing::info!("Stopped; state flushed.");
-    h.map_err(|e| crate::Error::io("http server", e))?;
     g?;
     Ok(())
 }

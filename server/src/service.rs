@@ -406,7 +406,17 @@ impl Service {
             .map_err(|_| Error::bad("id", "must be an attempt id from /v1/check"))?;
         let result: Outcome = result
             .parse()
-            .map_err(|e: String| Error::bad("result", e))?;
+            // Not the engine's message: it quotes the value, and a confused caller may have put
+            // something secret there.
+            .map_err(|_: String| {
+                Error::bad(
+                    "result",
+                    format!(
+                        "is not a known result; expected one of {}",
+                        Outcome::ALL.map(|o| o.as_str()).join(", ")
+                    ),
+                )
+            })?;
         if pw.is_some_and(|p| p.len() > MAX_FIELD_BYTES) {
             return Err(Error::bad(
                 "pw",
@@ -572,7 +582,7 @@ pub fn load_policy(path: &std::path::Path) -> Result<Policy> {
     })
 }
 
-/// Creates `dir` (and parents) and makes it owner-only (0700).
+/// Creates `dir` (and parents) and makes it and everything in it owner-only (0700, files 0600).
 pub fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -581,6 +591,35 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("chmod 0700 {}", dir.display()), e))?;
+        tighten(dir)?;
+    }
+    Ok(())
+}
+
+/// Takes group and world access off everything already under `dir` (files a version without
+/// the owner-only umask may have left); new files are owner-only through the umask `serve` sets.
+#[cfg(unix)]
+fn tighten(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
+            .path();
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        }
+        if meta.is_dir() {
+            tighten(&path)?;
+        }
     }
     Ok(())
 }

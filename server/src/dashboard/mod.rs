@@ -6,6 +6,8 @@
 //!   starts a session ([`session`]) and sets it in an HttpOnly, SameSite=Strict cookie, then
 //!   redirects to `/`; on a mismatch, shows the form again with an error (401). The token travels
 //!   only in the POST body, never in a URL.
+//!   Sign-ins are throttled per client address ([`throttle`]): after five wrong tokens in a
+//!   minute, the address gets 429 until the minute ends.
 //! - `POST /logout` (form field `csrf`): ends the session and clears the cookie.
 //! - `GET /dashboard/api/state[?tenant=T]`: the JSON the page polls every 2 s; 401 without a
 //!   session.
@@ -24,7 +26,9 @@
 
 pub mod activity;
 pub mod session;
+pub mod throttle;
 
+use crate::client_addr::ClientAddr;
 use crate::error::{Error, Result};
 use crate::service::{now, AppState, DISAGREEMENT_KINDS};
 use activity::SERIES;
@@ -170,28 +174,52 @@ fn cookie(value: &str, max_age_secs: u64) -> HeaderValue {
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     form: std::result::Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response> {
     let expected = require_enabled(&state)?;
+    let version = state.engine.policy().version.clone();
+    let client_text = client.map_or_else(|| "unknown".to_string(), |c| c.to_string());
+    if let Some(wait) = state.sessions.signins.blocked(client, Instant::now()) {
+        tracing::warn!(client = %client_text, "Dashboard sign-in throttled: too many wrong tokens.");
+        metrics::counter!(crate::metrics::ADMIN_ACTIONS, "action" => "dashboard_login_throttled")
+            .increment(1);
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(Some(
+                "Too many wrong tokens from your address. Wait a minute.",
+            )),
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return Ok(r);
+    }
     let given = form.map(|f| f.0.token).unwrap_or_default();
     let ok: bool = given.trim().as_bytes().ct_eq(expected.as_bytes()).into();
-    let version = state.engine.policy().version.clone();
     if !ok {
-        tracing::warn!("Dashboard sign-in refused: wrong token.");
+        state.sessions.signins.failed(client, Instant::now());
+        tracing::warn!(client = %client_text, "Dashboard sign-in refused: wrong token.");
         metrics::counter!(crate::metrics::ADMIN_ACTIONS, "action" => "dashboard_login_refused")
             .increment(1);
-        state
-            .audit
-            .admin("dashboard_login_refused", json!({}), &version);
+        state.audit.admin(
+            "dashboard_login_refused",
+            json!({"client": client_text}),
+            &version,
+        );
         return Ok(html(
             StatusCode::UNAUTHORIZED,
             login_page(Some("Wrong token. Try again.")),
         ));
     }
+    state.sessions.signins.succeeded(client);
     let (id, _) = state.sessions.create(Instant::now());
-    tracing::info!("Dashboard sign-in.");
+    tracing::info!(client = %client_text, "Dashboard sign-in.");
     metrics::counter!(crate::metrics::ADMIN_ACTIONS, "action" => "dashboard_login").increment(1);
-    state.audit.admin("dashboard_login", json!({}), &version);
+    state
+        .audit
+        .admin("dashboard_login", json!({"client": client_text}), &version);
     let mut r = StatusCode::SEE_OTHER.into_response();
     let h = r.headers_mut();
     h.insert(LOCATION, HeaderValue::from_static("/"));

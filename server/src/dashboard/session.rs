@@ -33,6 +33,8 @@ struct Session {
 #[derive(Default)]
 pub struct Sessions {
     table: Mutex<HashMap<[u8; 32], Session>>,
+    /// Failed sign-ins per client address.
+    pub signins: super::throttle::SignInThrottle,
 }
 
 /// A signed-in session, as a request sees it.

@@ -76,6 +76,17 @@ fn field(line: &str, key: &str) -> String {
 impl Server {
     /// Starts `portcullis serve` with `args` plus loopback port-0 listeners and the admin token.
     pub fn start(data: &Path, policy: &Path, args: &[&str]) -> Server {
+        Server::start_with_env(data, policy, args, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (they override the token and
+    /// `RUST_LOG`).
+    pub fn start_with_env(
+        data: &Path,
+        policy: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--policy")
@@ -86,6 +97,7 @@ impl Server {
             .args(args)
             .env("PORTCULLIS_ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
