@@ -106,7 +106,12 @@ fn engine(store: Option<Arc<SledStore>>) -> Engine {
         Options {
             secret: SECRET,
             store: store.map(|s| s as Arc<dyn portcullis_engine::store::Store>),
-            limits: Limits::default(),
+            // Room for the 1e7-account runs: the benches measure the maps, not eviction.
+            limits: Limits {
+                max_accounts: 20_000_000,
+                max_sources: 40_000_000,
+                ..Limits::default()
+            },
         },
     )
     .expect("engine")
