@@ -63,6 +63,24 @@ pub struct ServeArgs {
     /// Deadline of one Redis operation (a check, an outcome), e.g. `500ms` (the default).
     #[arg(long)]
     pub store_timeout: Option<String>,
+    /// When the sled store cannot be opened or read, move it aside to `<data>.corrupt-<unix
+    /// seconds>` and start with an empty one. A readable store is opened as usual. A flag only
+    /// (no config key): it is meant for one start, not to stay in a unit file.
+    #[arg(long)]
+    pub reset_store: bool,
+    /// Decision requests (check, outcome, validate, batches, streams) in flight at most, HTTP and
+    /// gRPC together; beyond it requests are refused at once (429 / `RESOURCE_EXHAUSTED`).
+    /// Default 4096.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Consecutive faults (timeouts, broken or unusable answers, refused connections) that open
+    /// an agent's circuit breaker. Default 5.
+    #[arg(long)]
+    pub agent_breaker_threshold: Option<u32>,
+    /// How long an open agent breaker waits before one probe request may go through, e.g. `10s`
+    /// (the default).
+    #[arg(long)]
+    pub agent_breaker_cooldown: Option<String>,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -86,6 +104,9 @@ struct FileConfig {
     store: Option<String>,
     namespace: Option<String>,
     store_timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    agent_breaker_threshold: Option<u32>,
+    agent_breaker_cooldown: Option<String>,
 }
 
 /// The resolved settings of a running service.
@@ -127,6 +148,12 @@ pub struct Config {
     pub namespace: String,
     /// Deadline of one Redis operation. Default 500 ms.
     pub store_timeout: Duration,
+    /// Move an unreadable sled store aside and start empty (`--reset-store`).
+    pub reset_store: bool,
+    /// Decision requests in flight at most (HTTP and gRPC together). Default 4096.
+    pub max_in_flight: usize,
+    /// The agents' circuit breakers: 5 faults in a row open one for 10 s.
+    pub agent_breaker: crate::agent::BreakerConfig,
 }
 
 impl Default for Config {
@@ -150,6 +177,9 @@ impl Default for Config {
             store: None,
             namespace: "portcullis".into(),
             store_timeout: Duration::from_millis(500),
+            reset_store: false,
+            max_in_flight: 4096,
+            agent_breaker: crate::agent::BreakerConfig::default(),
         }
     }
 }
@@ -256,6 +286,33 @@ impl Config {
         }
         if let Some(v) = args.store_timeout.as_ref().or(file.store_timeout.as_ref()) {
             c.store_timeout = duration("store_timeout", v)?;
+        }
+        c.reset_store = args.reset_store;
+        if let Some(v) = args.max_in_flight.or(file.max_in_flight) {
+            if v == 0 {
+                return Err(Error::Config(
+                    "`max_in_flight` = 0 must be at least 1".to_string(),
+                ));
+            }
+            c.max_in_flight = v;
+        }
+        if let Some(v) = args
+            .agent_breaker_threshold
+            .or(file.agent_breaker_threshold)
+        {
+            if v == 0 {
+                return Err(Error::Config(
+                    "`agent_breaker_threshold` = 0 must be at least 1".to_string(),
+                ));
+            }
+            c.agent_breaker.threshold = v;
+        }
+        if let Some(v) = args
+            .agent_breaker_cooldown
+            .as_ref()
+            .or(file.agent_breaker_cooldown.as_ref())
+        {
+            c.agent_breaker.cooldown = duration("agent_breaker_cooldown", v)?;
         }
         c.admin_token = admin_token.filter(|t| !t.is_empty());
         Ok(c)

@@ -21,11 +21,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-fn flush(state: &AppState) {
-    match state.engine.flush() {
-        Ok(n) if n > 0 => tracing::debug!(records = n, "Flushed."),
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "Flush to the store failed."),
+/// One write-behind flush; `last` (at shutdown) ignores the retry backoff of a failing store.
+fn flush(state: &AppState, last: bool) {
+    if state.shared.is_none() {
+        state
+            .persist
+            .flush(&state.engine, state.config.flush_interval, last);
     }
 }
 
@@ -54,7 +55,7 @@ pub async fn run(
                 tokio::select! {
                     _ = tick.tick() => {
                         let s = state.clone();
-                        let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
+                        let _ = tokio::task::spawn_blocking(move || flush(&s, false)).await;
                     }
                     _ = rx.changed() => break,
                 }
@@ -142,7 +143,7 @@ pub async fn run(
         let _ = t.await;
     }
     let s = state.clone();
-    let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
+    let _ = tokio::task::spawn_blocking(move || flush(&s, true)).await;
     tracing::info!("Stopped; state flushed.");
     h.map_err(|e| crate::Error::io("http server", e))?;
     g?;
