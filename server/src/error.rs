@@ -51,7 +51,7 @@ pub enum Error {
     #[error("engine: {0}")]
     Engine(portcullis_engine::Error),
     /// The embedded store cannot be opened or read at start: the path, the cause and the way out.
-    #[error("the store in {path} cannot be opened: {reason}\n  Nothing was changed. To recover: fix the cause (permissions, a full disk) or restore the directory from a backup and start again; or start once with `--reset-store` to move it aside to {path}.corrupt-<unix seconds> and begin with an empty store (lockouts, blocks and familiar locations recorded so far are then forgotten).")]
+    #[error("the store in {path} cannot be opened: {reason}\n  The service did not start and the directory is left where it is. To recover: fix the cause (permissions, a full disk) or restore the directory from a backup and start again; or start once with `--reset-store` to move it aside to {path}.corrupt-<unix seconds> and begin with an empty store (lockouts, blocks and familiar locations recorded so far are then forgotten).")]
     StoreOpen {
         /// The data directory.
         path: String,
