@@ -256,7 +256,7 @@ impl Persist {
                 let due = f
                     .logged
                     .map_or(true, |t| now.duration_since(t) >= FAULT_LOG_INTERVAL);
-                if first || due || f.last_error.as_deref() != Some(&text) {
+                if first || due {
                     tracing::error!(
                         error = %text,
                         failed_flushes = f.unlogged,
