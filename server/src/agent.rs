@@ -61,14 +61,34 @@ pub struct AgentRequest {
     pub payload: serde_json::Value,
 }
 
-/// What an agent answers.
+/// What an agent answers. Read only from a JSON object: serde would otherwise take a bare array
+/// such as `["wrong_password"]` for the struct's fields in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct AgentResponse {
     /// The outcome name.
     pub result: String,
     /// The agent's keyed fingerprint of a failed password, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pw_fp: Option<String>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for AgentResponse {
+    type Error = String;
+
+    fn try_from(mut m: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let result = match m.remove("result") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err("`result` must be a string".into()),
+            None => return Err("missing field `result`".into()),
+        };
+        let pw_fp = match m.remove("pw_fp") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(_) => return Err("`pw_fp` must be a string".into()),
+        };
+        Ok(AgentResponse { result, pw_fp })
+    }
 }
 
 /// The pool's answer to one forwarded attempt.
@@ -333,20 +353,26 @@ impl AgentPool {
         self.agents
             .iter()
             .enumerate()
-            .map(|(index, a)| AgentStats {
-                index,
-                url: a.base.clone(),
-                healthy: a.healthy.load(Ordering::Relaxed),
-                answers: Outcome::ALL
-                    .iter()
-                    .zip(&a.answers)
-                    .map(|(o, n)| (o.as_str(), n.load(Ordering::Relaxed)))
-                    .filter(|(_, n)| *n > 0)
-                    .collect(),
-                p50_ms: a.latency.quantile_ms(0.5),
-                p99_ms: a.latency.quantile_ms(0.99),
-                breaker: a.breaker.lock().unwrap_or_else(|e| e.into_inner()).state,
-                consecutive_faults: a.breaker.lock().unwrap_or_else(|e| e.into_inner()).faults,
+            .map(|(index, a)| {
+                let (breaker, consecutive_faults) = {
+                    let b = a.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                    (b.state, b.faults)
+                };
+                AgentStats {
+                    index,
+                    url: a.base.clone(),
+                    healthy: a.healthy.load(Ordering::Relaxed),
+                    answers: Outcome::ALL
+                        .iter()
+                        .zip(&a.answers)
+                        .map(|(o, n)| (o.as_str(), n.load(Ordering::Relaxed)))
+                        .filter(|(_, n)| *n > 0)
+                        .collect(),
+                    p50_ms: a.latency.quantile_ms(0.5),
+                    p99_ms: a.latency.quantile_ms(0.99),
+                    breaker,
+                    consecutive_faults,
+                }
             })
             .collect()
     }
