@@ -196,6 +196,7 @@ async fn lockouts_and_directory_counters_survive_kill_9_under_load() {
         answered > 100,
         "the load ran: {answered} requests answered before pid {pid} died"
     );
+    println!("load before the kill: {answered} requests answered");
 
     // Restart on the same directory: it opens as it is (no repair step) and everything is there.
     let s = Server::start(&data, &default_policy(), &[]);

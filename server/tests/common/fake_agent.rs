@@ -137,7 +137,7 @@ async fn serve(
                 return;
             }
             Behaviour::Reset => {
-                let _ = sock.set_linger(Some(Duration::ZERO));
+                let _ = sock.set_zero_linger();
                 return;
             }
             Behaviour::Answer(status, body) => {
