@@ -361,6 +361,54 @@ mod tests {
     }
 
     #[test]
+    fn reads_overload_and_breaker_settings_and_refuses_zero() {
+        let c = Config::resolve(&ServeArgs::default(), None).unwrap();
+        assert_eq!(c.max_in_flight, 4096);
+        assert!(!c.reset_store);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "max_in_flight = 64\nagent_breaker_threshold = 3\nagent_breaker_cooldown = \"2s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        assert_eq!(c.max_in_flight, 64);
+        assert_eq!(c.agent_breaker.threshold, 3);
+        assert_eq!(c.agent_breaker.cooldown, Duration::from_secs(2));
+        for (args, key) in [
+            (
+                ServeArgs {
+                    max_in_flight: Some(0),
+                    ..Default::default()
+                },
+                "max_in_flight",
+            ),
+            (
+                ServeArgs {
+                    agent_breaker_threshold: Some(0),
+                    ..Default::default()
+                },
+                "agent_breaker_threshold",
+            ),
+            (
+                ServeArgs {
+                    agent_breaker_cooldown: Some("never".into()),
+                    ..Default::default()
+                },
+                "agent_breaker_cooldown",
+            ),
+        ] {
+            let e = Config::resolve(&args, None).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_bad_durations() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -2,7 +2,7 @@
 //! injected `shutdown` future completes, with the background loops beside them.
 //!
 //! Background loops: write-behind flush every `flush_interval` (so state older than that survives
-//! a `kill -9`), engine housekeeping and gauges every `maintain_interval`, policy reload on file
+//! a `kill -9`; a failing store is handled in [`crate::persist`]), engine housekeeping and gauges every `maintain_interval`, policy reload on file
 //! change and SIGHUP, agent health checks, and with a shared store a ping every second (the
 //! `store_up` gauge and `/readyz`). On shutdown both servers stop accepting, finish the
 //! requests in flight, and the engine's state is flushed to sled one last time.
