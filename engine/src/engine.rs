@@ -417,6 +417,36 @@ impl Engine {
         })
     }
 
+    /// Whether `ip` is a place the account signed in from (its personal familiarity), read from
+    /// memory without changing anything: no counter, no new entry, no tenant set up. For answers
+    /// given without deciding (load shedding), so it stays cheap: shared places (offices) are not
+    /// looked up, and an account not in memory is `Unfamiliar`.
+    pub fn familiarity_hint(
+        &self,
+        tenant: &str,
+        user: &str,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Familiarity {
+        let policy = self.policy();
+        let p = policy.for_tenant(tenant);
+        let key = NAME_BUF.with(|buf| {
+            let mut buf = buf.try_borrow_mut().ok()?;
+            normalize_into(user, &mut buf).ok()?;
+            Some(self.account_key(tenant, &buf))
+        });
+        let Some(key) = key else {
+            return Familiarity::Unfamiliar;
+        };
+        let fam_key = rules::familiar_key(canonical(ip), p);
+        match self.accounts.get(&key) {
+            Some(a) if a.is_familiar(fam_key, now.as_millis(), p.familiar.familiar_for.ms()) => {
+                Familiarity::Personal
+            }
+            _ => Familiarity::Unfamiliar,
+        }
+    }
+
     /// The policy in force for `tenant` and the tenant's keyed id; refuses a bad tenant name.
     pub fn tenant_info(&self, tenant: &str) -> Result<(Arc<TenantPolicy>, u64)> {
         let rt = self.tenant(tenant)?;
@@ -956,41 +986,80 @@ impl Engine {
     }
 
     /// Writes every changed durable record to the store. Returns how many records were written.
+    ///
+    /// A failed write keeps every record of the batch marked changed, so the next successful
+    /// flush writes them all: persistence resumes completely once the store's fault clears.
     pub fn flush(&self) -> Result<usize> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        let accounts: Vec<AccountKey> = self.dirty_accounts.iter().map(|k| *k).collect();
+        let sources: Vec<SourceKey> = self.dirty_sources.iter().map(|k| *k).collect();
+        let sprays: Vec<u64> = self.dirty_sprays.iter().map(|k| *k).collect();
+        // The marks go before the records are read, so a change made meanwhile marks again.
+        for k in &accounts {
+            self.dirty_accounts.remove(k);
+        }
+        for k in &sources {
+            self.dirty_sources.remove(k);
+        }
+        for k in &sprays {
+            self.dirty_sprays.remove(k);
+        }
+        let written = self
+            .flush_batch(&accounts, &sources, &sprays)
+            .and_then(|batch| {
+                let n = batch.ops.len();
+                store.apply(batch).map(|()| n)
+            });
+        if written.is_err() {
+            for k in accounts {
+                self.dirty_accounts.insert(k);
+            }
+            for k in sources {
+                self.dirty_sources.insert(k);
+            }
+            for k in sprays {
+                self.dirty_sprays.insert(k);
+            }
+        }
+        written
+    }
+
+    /// How many records are marked changed and not yet written.
+    pub fn unflushed(&self) -> usize {
+        self.dirty_accounts.len() + self.dirty_sources.len() + self.dirty_sprays.len()
+    }
+
+    fn flush_batch(
+        &self,
+        accounts: &[AccountKey],
+        sources: &[SourceKey],
+        sprays: &[u64],
+    ) -> Result<Batch> {
         let mut batch = Batch::default();
-        let keys: Vec<AccountKey> = self.dirty_accounts.iter().map(|k| *k).collect();
-        for k in keys {
-            self.dirty_accounts.remove(&k);
+        for k in accounts {
             let key = k.0.to_be_bytes().to_vec();
-            match self.accounts.get(&k) {
+            match self.accounts.get(k) {
                 Some(a) => batch.put(Kind::Account, key, encode(&*a)?),
                 None => batch.remove(Kind::Account, key),
             }
         }
-        let keys: Vec<SourceKey> = self.dirty_sources.iter().map(|k| *k).collect();
-        for k in keys {
-            self.dirty_sources.remove(&k);
+        for k in sources {
             let key = encode(&(k.tenant, k.net))?;
-            match self.sources.get(&k) {
+            match self.sources.get(k) {
                 Some(s) => batch.put(Kind::Source, key, encode(&*s)?),
                 None => batch.remove(Kind::Source, key),
             }
         }
-        let keys: Vec<u64> = self.dirty_sprays.iter().map(|k| *k).collect();
-        for k in keys {
-            self.dirty_sprays.remove(&k);
+        for k in sprays {
             let key = k.to_be_bytes().to_vec();
-            match self.sprays.get(&k) {
+            match self.sprays.get(k) {
                 Some(s) => batch.put(Kind::Spray, key, encode(&*s)?),
                 None => batch.remove(Kind::Spray, key),
             }
         }
-        let n = batch.ops.len();
-        store.apply(batch)?;
-        Ok(n)
+        Ok(batch)
     }
 
     fn load(&self) -> Result<()> {

@@ -38,4 +38,4 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
 pub use engine::{Engine, Limits, Options, OutcomeEffects, Stats};
 pub use error::{Error, Result};
-pub use policy::{FailMode, Familiarity, Mode, Policy, TenantPolicy};
+pub use policy::{FailMode, FailPolicy, Familiarity, Mode, Policy, TenantPolicy};

@@ -67,8 +67,8 @@ pub enum Mode {
     LogOnly,
 }
 
-/// What a shared-store instance does when its store (Redis) cannot be reached: it cannot know the
-/// account's counters, familiar locations or the sources' blocks then.
+/// What the service does with an attempt it cannot decide normally: the shared store (Redis) is
+/// unreachable, the engine failed, or the service is over its `max_in_flight` and sheds load.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailMode {
@@ -79,6 +79,98 @@ pub enum FailMode {
     /// Forward every attempt unchecked: sign-ins go on, but nothing protects the directory's
     /// counter until the store is back.
     Open,
+}
+
+impl FailMode {
+    /// `closed` or `open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        }
+    }
+
+    fn parse(key: &str, v: &toml::Value) -> Result<FailMode, String> {
+        match v.as_str() {
+            Some("closed") => Ok(FailMode::Closed),
+            Some("open") => Ok(FailMode::Open),
+            _ => Err(format!("`{key}` must be \"closed\" or \"open\", found {v}")),
+        }
+    }
+}
+
+/// The fail mode per familiarity of the source. In TOML either one mode for both,
+/// `fail_mode = "closed"`, or one per familiarity,
+/// `fail_mode = { familiar = "open", unfamiliar = "closed" }` (a missing one keeps its default).
+///
+/// Default: `familiar = "open"`, `unfamiliar = "closed"`. Failing open for a place the account
+/// already signed in from keeps real users signing in while the engine cannot decide, at the
+/// cost of a few unchecked attempts from places the owner used; failing closed for every other
+/// place keeps attackers away from the directory meanwhile. Where familiarity cannot be known
+/// (the shared store is down, the account is not in memory) the source counts as unfamiliar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct FailPolicy {
+    /// For a familiar source (personal or shared). Default `open`.
+    pub familiar: FailMode,
+    /// For an unfamiliar (or unknown) source. Default `closed`.
+    pub unfamiliar: FailMode,
+}
+
+impl Default for FailPolicy {
+    fn default() -> Self {
+        FailPolicy {
+            familiar: FailMode::Open,
+            unfamiliar: FailMode::Closed,
+        }
+    }
+}
+
+impl FailPolicy {
+    /// One mode for every source.
+    pub fn both(mode: FailMode) -> Self {
+        FailPolicy {
+            familiar: mode,
+            unfamiliar: mode,
+        }
+    }
+
+    /// The mode for a source of familiarity `f`.
+    pub fn for_source(&self, f: Familiarity) -> FailMode {
+        if f.is_familiar() {
+            self.familiar
+        } else {
+            self.unfamiliar
+        }
+    }
+}
+
+impl TryFrom<toml::Value> for FailPolicy {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match &v {
+            toml::Value::String(_) => Ok(FailPolicy::both(FailMode::parse("fail_mode", &v)?)),
+            toml::Value::Table(t) => {
+                let mut p = FailPolicy::default();
+                for (k, m) in t {
+                    match k.as_str() {
+                        "familiar" => p.familiar = FailMode::parse("fail_mode.familiar", m)?,
+                        "unfamiliar" => p.unfamiliar = FailMode::parse("fail_mode.unfamiliar", m)?,
+                        other => {
+                            return Err(format!(
+                                "unknown key `fail_mode.{other}`: expected `familiar` or `unfamiliar`"
+                            ))
+                        }
+                    }
+                }
+                Ok(p)
+            }
+            other => Err(format!(
+                "`fail_mode` must be \"closed\", \"open\" or {{ familiar = .., unfamiliar = .. }}, found {other}"
+            )),
+        }
+    }
 }
 
 /// The on-premises directory's own lockout policy, which the engine must never trip.
@@ -274,9 +366,11 @@ impl Default for SprayPolicy {
 pub struct TenantPolicy {
     /// `enforce` (default) or `log_only`.
     pub mode: Mode,
-    /// With a shared store (`serve --store redis://..`): `closed` (default) refuses attempts while
-    /// the store is unreachable, `open` forwards them unchecked. The embedded store never fails so.
-    pub fail_mode: FailMode,
+    /// What to do with an attempt the service cannot decide normally (shared store unreachable,
+    /// engine error, overload): `closed` refuses it, `open` forwards it unchecked. One mode, or one
+    /// per familiarity of the source; default `{ familiar = "open", unfamiliar = "closed" }`.
+    /// See [`FailPolicy`].
+    pub fail_mode: FailPolicy,
     /// The directory's own lockout policy.
     pub directory: DirectoryPolicy,
     /// Smart lockout per account.
@@ -625,8 +719,10 @@ impl Policy {
         for (name, t) in all {
             let _ = writeln!(
                 out,
-                "\n[{name}] mode {mode:?}\n  directory: lockout at {thr} bad passwords in {win}, locked {dur}\n  budget per directory window: unfamiliar {bu}, familiar {bf} (reserve {r}, familiar_reserve {fr})\n  smart lockout: unfamiliar {lt}, familiar {lft} failures in {lw}; {ld} growing x{lg} up to {lm}\n  remembered wrong passwords: {rb} for {rf}\n  familiar: /{f4} IPv4, /{f6} IPv6, for {ff}, at most {fm} per account, shared after {fs} accounts\n  sources: block after {mf} failures or {aps} accounts in {sw} (failures > {fr2} x successes), {bd} growing x{bg} up to {bm}; rate {rps}/s burst {rb2}; trusted {tr:?}; blocked {bl:?}\n  spray: password sprayed after {app} accounts in {spw}, remembered {spf}; clean unfamiliar sources exempt: {cse}",
+                "\n[{name}] mode {mode:?}; fail_mode familiar {ff_}, unfamiliar {fu_}\n  directory: lockout at {thr} bad passwords in {win}, locked {dur}\n  budget per directory window: unfamiliar {bu}, familiar {bf} (reserve {r}, familiar_reserve {fr})\n  smart lockout: unfamiliar {lt}, familiar {lft} failures in {lw}; {ld} growing x{lg} up to {lm}\n  remembered wrong passwords: {rb} for {rf}\n  familiar: /{f4} IPv4, /{f6} IPv6, for {ff}, at most {fm} per account, shared after {fs} accounts\n  sources: block after {mf} failures or {aps} accounts in {sw} (failures > {fr2} x successes), {bd} growing x{bg} up to {bm}; rate {rps}/s burst {rb2}; trusted {tr:?}; blocked {bl:?}\n  spray: password sprayed after {app} accounts in {spw}, remembered {spf}; clean unfamiliar sources exempt: {cse}",
                 mode = t.mode,
+                ff_ = t.fail_mode.familiar.as_str(),
+                fu_ = t.fail_mode.unfamiliar.as_str(),
                 thr = t.directory.lockout_threshold,
                 win = t.directory.observation_window,
                 dur = t.directory.lockout_duration,
@@ -716,6 +812,75 @@ mod tests {
         assert_eq!(*p.defaults, TenantPolicy::default());
         assert_eq!(p.defaults.budget(false), 6);
         assert_eq!(p.defaults.budget(true), 8);
+    }
+
+    #[test]
+    fn fail_mode_defaults_to_open_for_familiar_and_closed_for_unfamiliar() {
+        let p = Policy::from_toml("").unwrap();
+        assert_eq!(p.defaults.fail_mode.familiar, FailMode::Open);
+        assert_eq!(p.defaults.fail_mode.unfamiliar, FailMode::Closed);
+        assert_eq!(
+            p.defaults.fail_mode.for_source(Familiarity::Personal),
+            FailMode::Open
+        );
+        assert_eq!(
+            p.defaults.fail_mode.for_source(Familiarity::Unfamiliar),
+            FailMode::Closed
+        );
+    }
+
+    #[test]
+    fn fail_mode_takes_one_string_or_one_mode_per_familiarity() {
+        let p = Policy::from_toml(
+            r#"
+            [defaults]
+            fail_mode = "closed"
+            [tenants.acme]
+            fail_mode = { familiar = "closed", unfamiliar = "open" }
+            [tenants.globex]
+            fail_mode = { unfamiliar = "open" }
+            [tenants.initech]
+            fail_mode = "open"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.defaults.fail_mode, FailPolicy::both(FailMode::Closed));
+        let acme = p.for_tenant("acme").fail_mode;
+        assert_eq!(
+            (acme.familiar, acme.unfamiliar),
+            (FailMode::Closed, FailMode::Open)
+        );
+        let globex = p.for_tenant("globex").fail_mode;
+        assert_eq!(
+            (globex.familiar, globex.unfamiliar),
+            (FailMode::Open, FailMode::Open),
+            "a missing familiarity keeps its default"
+        );
+        assert_eq!(
+            p.for_tenant("initech").fail_mode,
+            FailPolicy::both(FailMode::Open)
+        );
+        assert!(p
+            .describe()
+            .contains("fail_mode familiar closed, unfamiliar open"));
+    }
+
+    #[test]
+    fn rejects_bad_fail_modes_naming_the_key() {
+        let e = errors("[tenants.acme]\nfail_mode = \"sometimes\"\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("tenants.acme") && m.contains("`fail_mode` must be")),
+            "{e:?}"
+        );
+        let e = errors("[defaults]\nfail_mode = { familar = \"open\" }\n");
+        assert!(e.iter().any(|m| m.contains("fail_mode.familar")), "{e:?}");
+        let e = errors("[defaults]\nfail_mode = { unfamiliar = \"shut\" }\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`fail_mode.unfamiliar` must be")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -6,9 +6,19 @@
 //! blocks). A record is an opaque key and a bincode value; the store never interprets them.
 //! Invariant: each tree's share of a batch is applied atomically, and `apply` returns only once
 //! the batch is durable (sled is flushed).
+//!
+//! # Faults at run time
+//! After an I/O error (a full disk, a failing device) sled 0.34 keeps the error for good: every
+//! later write returns it (`Config::global_error`, reset only when a store is opened). So a failed
+//! `apply` marks the store broken, and the next `apply` drops the broken handle and reopens the
+//! directory in place (sled recovers its log to the last durable write) before writing. The
+//! engine keeps what a failed `apply` did not write marked as changed
+//! ([`crate::Engine::flush`]), so nothing is lost once writes succeed again.
 
 use crate::error::{Error, Result};
-use std::path::Path;
+use parking_lot::RwLock;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The kinds of record, one sled tree each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,51 +81,117 @@ pub trait Store: Send + Sync {
 
 /// The embedded sled store.
 pub struct SledStore {
-    db: sled::Db,
+    /// `None` after a reopen failed (the next `apply` tries again).
+    db: RwLock<Option<sled::Db>>,
+    /// The directory, for reopening; `None` for a temporary store.
+    dir: Option<PathBuf>,
+    /// The last write failed: reopen before the next one.
+    broken: AtomicBool,
+    /// Times the store was reopened after a fault.
+    reopens: AtomicU64,
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore> {
-        // No background flusher: `apply` flushes itself, and without that thread the file lock is
-        // released as soon as the store is dropped (a reopen in the same process then works).
-        let config = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None);
-        // A store just dropped in this process can hold its file lock for a moment (sled's
-        // threads wind down asynchronously): retry briefly, then report the lock clearly.
-        let mut tries = 0;
-        loop {
-            match config.open() {
-                Ok(db) => return Ok(SledStore { db }),
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && tries < 50 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+        Ok(SledStore {
+            db: RwLock::new(Some(open_db(dir)?)),
+            dir: Some(dir.to_path_buf()),
+            broken: AtomicBool::new(false),
+            reopens: AtomicU64::new(0),
+        })
+    }
+
+    /// Times the store was reopened after a write fault, since it was opened.
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Relaxed)
+    }
+
+    /// The open database, reopening it first when the last write failed.
+    fn db(&self) -> Result<sled::Db> {
+        if self.broken.load(Ordering::Acquire) {
+            if let Some(dir) = &self.dir {
+                let mut slot = self.db.write();
+                if self.broken.load(Ordering::Acquire) {
+                    // The old handle holds the directory's file lock: drop it first.
+                    drop(slot.take());
+                    *slot = Some(open_db(dir)?);
+                    self.broken.store(false, Ordering::Release);
+                    self.reopens.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => return Err(e.into()),
             }
         }
+        self.db.read().clone().ok_or_else(|| Error::Corrupt {
+            key: "store".into(),
+            reason: "not open".into(),
+        })
+    }
+
+    /// Runs a write, marking the store broken when it fails.
+    fn write<T>(&self, f: impl FnOnce(&sled::Db) -> Result<T>) -> Result<T> {
+        let db = self.db()?;
+        let out = f(&db);
+        if out.is_err() {
+            self.broken.store(true, Ordering::Release);
+        }
+        out
     }
 
     /// Opens a store that lives only in memory (tests, replay).
     pub fn temporary() -> Result<SledStore> {
         Ok(SledStore {
-            db: sled::Config::new().temporary(true).open()?,
+            db: RwLock::new(Some(sled::Config::new().temporary(true).open()?)),
+            dir: None,
+            broken: AtomicBool::new(false),
+            reopens: AtomicU64::new(0),
         })
+    }
+
+    /// The installation secret if the store holds one (without creating it).
+    pub fn stored_secret(&self) -> Result<Option<[u8; 32]>> {
+        let v = self.db()?.open_tree("meta")?.get("secret")?;
+        v.map(|v| {
+            <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt {
+                key: "meta/secret".into(),
+                reason: format!("expected 32 bytes, found {}", v.len()),
+            })
+        })
+        .transpose()
     }
 
     /// Number of records of `kind`.
     pub fn len(&self, kind: Kind) -> Result<usize> {
-        Ok(self.db.open_tree(kind.tree())?.len())
+        Ok(self.db()?.open_tree(kind.tree())?.len())
+    }
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    // No background flusher: `apply` flushes itself, and without that thread the file lock is
+    // released as soon as the store is dropped (a reopen in the same process then works).
+    let config = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None);
+    // A store just dropped in this process can hold its file lock for a moment (sled's
+    // threads wind down asynchronously): retry briefly, then report the lock clearly.
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && tries < 50 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
 impl Store for SledStore {
     fn load(&self, kind: Kind) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let tree = self.db.open_tree(kind.tree())?;
+        let tree = self.db()?.open_tree(kind.tree())?;
         let mut out = Vec::with_capacity(tree.len());
         for item in tree.iter() {
             let (k, v) = item?;
@@ -128,28 +204,31 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
-        for kind in Kind::ALL {
-            let mut b = sled::Batch::default();
-            let mut any = false;
-            for (k, key, value) in &batch.ops {
-                if *k == kind {
-                    match value {
-                        Some(v) => b.insert(key.as_slice(), v.as_slice()),
-                        None => b.remove(key.as_slice()),
+        self.write(|db| {
+            for kind in Kind::ALL {
+                let mut b = sled::Batch::default();
+                let mut any = false;
+                for (k, key, value) in &batch.ops {
+                    if *k == kind {
+                        match value {
+                            Some(v) => b.insert(key.as_slice(), v.as_slice()),
+                            None => b.remove(key.as_slice()),
+                        }
+                        any = true;
                     }
-                    any = true;
+                }
+                if any {
+                    db.open_tree(kind.tree())?.apply_batch(b)?;
                 }
             }
-            if any {
-                self.db.open_tree(kind.tree())?.apply_batch(b)?;
-            }
-        }
-        self.db.flush()?;
-        Ok(())
+            db.flush()?;
+            Ok(())
+        })
     }
 
     fn secret(&self) -> Result<[u8; 32]> {
-        let meta = self.db.open_tree("meta")?;
+        let db = self.db()?;
+        let meta = db.open_tree("meta")?;
         if let Some(v) = meta.get("secret")? {
             return <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt {
                 key: "meta/secret".into(),
@@ -161,7 +240,7 @@ impl Store for SledStore {
         // Another process may race us: keep whichever secret landed first.
         match meta.compare_and_swap("secret", None as Option<&[u8]>, Some(&key[..]))? {
             Ok(()) => {
-                self.db.flush()?;
+                db.flush()?;
                 Ok(key)
             }
             Err(cas) => {

@@ -178,3 +178,81 @@ fn the_directory_mirror_survives_a_restart() {
         "six bad passwords are still counted: {d:?}"
     );
 }
+
+/// A real sled store whose writes can be made to fail, as a full disk would.
+struct Faulty {
+    inner: SledStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl portcullis_engine::store::Store for Faulty {
+    fn load(
+        &self,
+        kind: portcullis_engine::store::Kind,
+    ) -> portcullis_engine::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.load(kind)
+    }
+    fn apply(&self, batch: portcullis_engine::store::Batch) -> portcullis_engine::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(portcullis_engine::Error::Io {
+                path: "test".into(),
+                source: std::io::Error::other("no space left on device"),
+            });
+        }
+        self.inner.apply(batch)
+    }
+    fn secret(&self) -> portcullis_engine::Result<[u8; 32]> {
+        self.inner.secret()
+    }
+}
+
+#[test]
+fn a_failed_flush_keeps_its_records_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Arc::new(Faulty {
+            inner: SledStore::open(dir.path()).unwrap(),
+            failing: true.into(),
+        });
+        let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
+        let e = Engine::new(
+            Policy::default(),
+            Options {
+                secret,
+                store: Some(store.clone()),
+                limits: Limits::default(),
+            },
+        )
+        .unwrap();
+        sign_in(&e, "olivia", "10.20.30.40", T0);
+        for i in 0..6 {
+            attempt(
+                &e,
+                "olivia",
+                &format!("198.18.{i}.1"),
+                &format!("g{i}"),
+                Outcome::WrongPassword,
+                T0 + MIN + i * SEC,
+            );
+        }
+        let pending = e.unflushed();
+        assert!(pending > 0);
+        assert!(e.flush().is_err(), "the store refuses writes");
+        assert_eq!(e.unflushed(), pending, "nothing was dropped by the failure");
+        store
+            .failing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(e.flush().unwrap(), pending);
+        assert_eq!(e.unflushed(), 0);
+    }
+    let e = open(dir.path());
+    let d = attempt(
+        &e,
+        "olivia",
+        "198.18.50.1",
+        "g9",
+        Outcome::WrongPassword,
+        T0 + MIN + 30 * SEC,
+    );
+    assert_eq!(d.reason, Some(Reason::AccountLocked), "{d:?}");
+}

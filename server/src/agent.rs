@@ -20,11 +20,27 @@
 //! try could count a bad password twice: it is answered `timeout` or `error`. When no agent is
 //! healthy the answer is `directory_unreachable`, at once. A background loop re-checks health.
 //! Invariant: each call returns exactly one answer, and agent faults are never `wrong_password`.
+//!
+//! # Circuit breaker
+//! Each agent has a breaker. It opens after [`BreakerConfig::threshold`] consecutive faults
+//! (connect failures, timeouts, broken exchanges, non-2xx answers, unusable answers such as an
+//! unknown result): requests then skip that agent and go to the next one (nothing was sent, so
+//! failing over cannot count a password twice). After [`BreakerConfig::cooldown`] it is
+//! half-open: one request at a time goes through as a probe; a good answer closes it, a fault
+//! opens it again for another cooldown. States are in [`AgentPool::stats`] and the
+//! `portcullis_agent_breaker_state` gauge (0 closed, 1 half-open, 2 open).
+//!
+//! ```text
+//!   closed --threshold consecutive faults--> open --cooldown--> half-open
+//!     ^                                        ^                   |
+//!     +------------- probe answers ------------+---- probe fault --+
+//! ```
 
 use crate::metrics::LatencyHistogram;
 use portcullis_engine::Outcome;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The current protocol version.
@@ -45,14 +61,34 @@ pub struct AgentRequest {
     pub payload: serde_json::Value,
 }
 
-/// What an agent answers.
+/// What an agent answers. Read only from a JSON object: serde would otherwise take a bare array
+/// such as `["wrong_password"]` for the struct's fields in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct AgentResponse {
     /// The outcome name.
     pub result: String,
     /// The agent's keyed fingerprint of a failed password, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pw_fp: Option<String>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for AgentResponse {
+    type Error = String;
+
+    fn try_from(mut m: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let result = match m.remove("result") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err("`result` must be a string".into()),
+            None => return Err("missing field `result`".into()),
+        };
+        let pw_fp = match m.remove("pw_fp") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(_) => return Err("`pw_fp` must be a string".into()),
+        };
+        Ok(AgentResponse { result, pw_fp })
+    }
 }
 
 /// The pool's answer to one forwarded attempt.
@@ -74,6 +110,108 @@ struct Agent {
     answers: [AtomicU64; Outcome::ALL.len()],
     /// Round-trip times (for the dashboard).
     latency: LatencyHistogram,
+    breaker: Mutex<Breaker>,
+}
+
+/// When an agent's breaker opens and how long it stays open.
+#[derive(Clone, Copy, Debug)]
+pub struct BreakerConfig {
+    /// Consecutive faults that open the breaker. Default 5.
+    pub threshold: u32,
+    /// How long an open breaker waits before it lets one probe through. Default 10 s.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            threshold: 5,
+            cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A breaker's state, as the stats and the gauge show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Requests go through.
+    Closed,
+    /// One probe at a time goes through.
+    HalfOpen,
+    /// Requests skip the agent until the cooldown is over.
+    Open,
+}
+
+impl BreakerState {
+    fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Breaker {
+    state: BreakerState,
+    /// Consecutive faults.
+    faults: u32,
+    /// When it last opened.
+    opened: Instant,
+    /// A probe is out (half-open).
+    probing: bool,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            state: BreakerState::Closed,
+            faults: 0,
+            opened: Instant::now(),
+            probing: false,
+        }
+    }
+}
+
+impl Breaker {
+    /// Whether a request may go to the agent now; takes the probe slot when half-open.
+    fn allow(&mut self, cfg: &BreakerConfig) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open if self.opened.elapsed() >= cfg.cooldown => {
+                self.state = BreakerState::HalfOpen;
+                self.probing = true;
+                true
+            }
+            BreakerState::Open => false,
+            BreakerState::HalfOpen if !self.probing => {
+                self.probing = true;
+                true
+            }
+            BreakerState::HalfOpen => false,
+        }
+    }
+
+    /// Records an exchange's result; returns the new state when it changed.
+    fn record(&mut self, fault: bool, cfg: &BreakerConfig) -> Option<BreakerState> {
+        let before = self.state;
+        self.probing = false;
+        if fault {
+            self.faults = self.faults.saturating_add(1);
+            if self.state == BreakerState::HalfOpen
+                || (self.state == BreakerState::Closed && self.faults >= cfg.threshold)
+            {
+                self.state = BreakerState::Open;
+                self.opened = Instant::now();
+            }
+        } else {
+            self.faults = 0;
+            self.state = BreakerState::Closed;
+        }
+        (self.state != before).then_some(self.state)
+    }
 }
 
 /// One agent as the dashboard shows it: health, answers by result, latency quantiles since start.
@@ -91,6 +229,10 @@ pub struct AgentStats {
     pub p50_ms: Option<f64>,
     /// 99th percentile round-trip time, ms (bucket upper bound), when any.
     pub p99_ms: Option<f64>,
+    /// The circuit breaker's state.
+    pub breaker: BreakerState,
+    /// Faults in a row (0 after a good answer).
+    pub consecutive_faults: u32,
 }
 
 /// The configured agents. See the module docs.
@@ -99,6 +241,7 @@ pub struct AgentPool {
     next: AtomicUsize,
     client: reqwest::Client,
     timeout: Duration,
+    breaker: BreakerConfig,
 }
 
 enum SendError {
@@ -137,12 +280,54 @@ impl AgentPool {
                     healthy: AtomicBool::new(true),
                     answers: Default::default(),
                     latency: LatencyHistogram::default(),
+                    breaker: Mutex::default(),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
             client,
             timeout,
+            breaker: BreakerConfig::default(),
         })
+    }
+
+    /// Sets when the agents' breakers open and how long they stay open.
+    pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Records one exchange with `agent` (index `i`) in its breaker, logging a change of state.
+    fn record_exchange(&self, i: usize, fault: bool) {
+        let agent = &self.agents[i];
+        let changed = agent
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(fault, &self.breaker);
+        if let Some(state) = changed {
+            metrics::gauge!(crate::metrics::AGENT_BREAKER, "agent" => agent.label.clone())
+                .set(state.gauge());
+            match state {
+                BreakerState::Open => tracing::warn!(
+                    agent = %agent.base,
+                    cooldown_ms = self.breaker.cooldown.as_millis() as u64,
+                    "Agent breaker open: requests go to the other agents until a probe succeeds."
+                ),
+                BreakerState::Closed => {
+                    tracing::info!(agent = %agent.base, "Agent breaker closed.")
+                }
+                BreakerState::HalfOpen => {}
+            }
+        }
+    }
+
+    fn breaker_allows(&self, i: usize) -> bool {
+        let allowed = self.agents[i]
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(&self.breaker);
+        allowed
     }
 
     /// How many agents are configured.
@@ -168,18 +353,26 @@ impl AgentPool {
         self.agents
             .iter()
             .enumerate()
-            .map(|(index, a)| AgentStats {
-                index,
-                url: a.base.clone(),
-                healthy: a.healthy.load(Ordering::Relaxed),
-                answers: Outcome::ALL
-                    .iter()
-                    .zip(&a.answers)
-                    .map(|(o, n)| (o.as_str(), n.load(Ordering::Relaxed)))
-                    .filter(|(_, n)| *n > 0)
-                    .collect(),
-                p50_ms: a.latency.quantile_ms(0.5),
-                p99_ms: a.latency.quantile_ms(0.99),
+            .map(|(index, a)| {
+                let (breaker, consecutive_faults) = {
+                    let b = a.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                    (b.state, b.faults)
+                };
+                AgentStats {
+                    index,
+                    url: a.base.clone(),
+                    healthy: a.healthy.load(Ordering::Relaxed),
+                    answers: Outcome::ALL
+                        .iter()
+                        .zip(&a.answers)
+                        .map(|(o, n)| (o.as_str(), n.load(Ordering::Relaxed)))
+                        .filter(|(_, n)| *n > 0)
+                        .collect(),
+                    p50_ms: a.latency.quantile_ms(0.5),
+                    p99_ms: a.latency.quantile_ms(0.99),
+                    breaker,
+                    consecutive_faults,
+                }
             })
             .collect()
     }
@@ -194,7 +387,7 @@ impl AgentPool {
         for k in 0..n {
             let i = (start + k) % n;
             let agent = &self.agents[i];
-            if !agent.healthy.load(Ordering::Relaxed) {
+            if !agent.healthy.load(Ordering::Relaxed) || !self.breaker_allows(i) {
                 continue;
             }
             let t0 = Instant::now();
@@ -203,6 +396,10 @@ impl AgentPool {
             metrics::histogram!(crate::metrics::AGENT_LATENCY, "agent" => agent.label.clone())
                 .record(took.as_secs_f64());
             agent.latency.record(took);
+            // Only an answer the protocol knows counts as good; anything else is the agent's
+            // fault (and never `wrong_password`).
+            let fault = !matches!(&sent, Ok(r) if r.result.parse::<Outcome>().is_ok());
+            self.record_exchange(i, fault);
             let answer = match sent {
                 Ok(resp) => {
                     let outcome = resp.result.parse().unwrap_or(Outcome::Error);

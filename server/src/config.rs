@@ -93,6 +93,24 @@ pub struct ServeArgs {
     /// repeat for several. Without it such headers are ignored.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
+    /// When the sled store cannot be opened or read, move it aside to `<data>.corrupt-<unix
+    /// seconds>` and start with an empty one. A readable store is opened as usual. A flag only
+    /// (no config key): it is meant for one start, not to stay in a unit file.
+    #[arg(long)]
+    pub reset_store: bool,
+    /// Decision requests (check, outcome, validate, batches, streams) in flight at most, HTTP and
+    /// gRPC together; beyond it requests are refused at once (429 / `RESOURCE_EXHAUSTED`).
+    /// Default 4096.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Consecutive faults (timeouts, broken or unusable answers, refused connections) that open
+    /// an agent's circuit breaker. Default 5.
+    #[arg(long)]
+    pub agent_breaker_threshold: Option<u32>,
+    /// How long an open agent breaker waits before one probe request may go through, e.g. `10s`
+    /// (the default).
+    #[arg(long)]
+    pub agent_breaker_cooldown: Option<String>,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -126,6 +144,9 @@ struct FileConfig {
     admin_http: Option<SocketAddr>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    max_in_flight: Option<usize>,
+    agent_breaker_threshold: Option<u32>,
+    agent_breaker_cooldown: Option<String>,
 }
 
 /// The resolved settings of a running service.
@@ -175,6 +196,12 @@ pub struct Config {
     pub admin_http: Option<SocketAddr>,
     /// Peers whose forwarded-address headers are believed (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Move an unreadable sled store aside and start empty (`--reset-store`).
+    pub reset_store: bool,
+    /// Decision requests in flight at most (HTTP and gRPC together). Default 4096.
+    pub max_in_flight: usize,
+    /// The agents' circuit breakers: 5 faults in a row open one for 10 s.
+    pub agent_breaker: crate::agent::BreakerConfig,
 }
 
 impl Default for Config {
@@ -202,6 +229,9 @@ impl Default for Config {
             tls: None,
             admin_http: None,
             trusted_proxies: Vec::new(),
+            reset_store: false,
+            max_in_flight: 4096,
+            agent_breaker: crate::agent::BreakerConfig::default(),
         }
     }
 }
@@ -342,6 +372,33 @@ impl Config {
                 *slot = v;
             }
         }
+        c.reset_store = args.reset_store;
+        if let Some(v) = args.max_in_flight.or(file.max_in_flight) {
+            if v == 0 {
+                return Err(Error::Config(
+                    "`max_in_flight` = 0 must be at least 1".to_string(),
+                ));
+            }
+            c.max_in_flight = v;
+        }
+        if let Some(v) = args
+            .agent_breaker_threshold
+            .or(file.agent_breaker_threshold)
+        {
+            if v == 0 {
+                return Err(Error::Config(
+                    "`agent_breaker_threshold` = 0 must be at least 1".to_string(),
+                ));
+            }
+            c.agent_breaker.threshold = v;
+        }
+        if let Some(v) = args
+            .agent_breaker_cooldown
+            .as_ref()
+            .or(file.agent_breaker_cooldown.as_ref())
+        {
+            c.agent_breaker.cooldown = duration("agent_breaker_cooldown", v)?;
+        }
         c.admin_token = admin_token.filter(|t| !t.is_empty());
         c.tls = tls_paths(
             args.tls_cert.clone().or(file.tls_cert),
@@ -438,6 +495,54 @@ mod tests {
         assert_eq!(c.grpc.to_string(), "127.0.0.1:9001");
         assert_eq!(c.flush_interval, Duration::from_secs(2));
         assert_eq!(c.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn reads_overload_and_breaker_settings_and_refuses_zero() {
+        let c = Config::resolve(&ServeArgs::default(), None).unwrap();
+        assert_eq!(c.max_in_flight, 4096);
+        assert!(!c.reset_store);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "max_in_flight = 64\nagent_breaker_threshold = 3\nagent_breaker_cooldown = \"2s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        assert_eq!(c.max_in_flight, 64);
+        assert_eq!(c.agent_breaker.threshold, 3);
+        assert_eq!(c.agent_breaker.cooldown, Duration::from_secs(2));
+        for (args, key) in [
+            (
+                ServeArgs {
+                    max_in_flight: Some(0),
+                    ..Default::default()
+                },
+                "max_in_flight",
+            ),
+            (
+                ServeArgs {
+                    agent_breaker_threshold: Some(0),
+                    ..Default::default()
+                },
+                "agent_breaker_threshold",
+            ),
+            (
+                ServeArgs {
+                    agent_breaker_cooldown: Some("never".into()),
+                    ..Default::default()
+                },
+                "agent_breaker_cooldown",
+            ),
+        ] {
+            let e = Config::resolve(&args, None).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

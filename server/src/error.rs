@@ -32,12 +32,32 @@ pub enum Error {
     /// A cap was reached: 503 (gRPC `ResourceExhausted`).
     #[error("capacity reached for {0}")]
     Capacity(&'static str),
+    /// Over `max_in_flight` decision requests: 429 with `Retry-After` (gRPC `ResourceExhausted`
+    /// with metadata), answered at once. `fail` tells the broker what the tenant's fail policy
+    /// wants done with this attempt meanwhile: `forward` or `refuse` (none for an outcome).
+    #[error("overloaded: {limit} decision requests are in flight (max_in_flight); retry after {retry_after_ms} ms{}", fail_text(.fail))]
+    Overloaded {
+        /// The `max_in_flight` limit.
+        limit: usize,
+        /// `forward` or `refuse`, per the tenant's `fail_mode` and the source's familiarity.
+        fail: Option<&'static str>,
+        /// When to retry, ms.
+        retry_after_ms: u64,
+    },
     /// The shared store (Redis) cannot be reached: 503 `store_unavailable` (gRPC `Unavailable`).
     #[error("the shared store is unavailable")]
     StoreUnavailable,
     /// The engine failed (store, corrupt record): 500 with a generic body.
     #[error("engine: {0}")]
     Engine(portcullis_engine::Error),
+    /// The embedded store cannot be opened or read at start: the path, the cause and the way out.
+    #[error("the store in {path} cannot be opened: {reason}\n  The service did not start and the directory is left where it is. To recover: fix the cause (permissions, a full disk) or restore the directory from a backup and start again; or start once with `--reset-store` to move it aside to {path}.corrupt-<unix seconds> and begin with an empty store (lockouts, blocks and familiar locations recorded so far are then forgotten).")]
+    StoreOpen {
+        /// The data directory.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// A setting is wrong (start-up only).
     #[error("config: {0}")]
     Config(String),
@@ -52,6 +72,11 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("grpc: {0}")]
     Grpc(#[from] tonic::transport::Error),
+}
+
+fn fail_text(fail: &Option<&'static str>) -> String {
+    fail.map(|f| format!("; the tenant's fail policy says: {f}"))
+        .unwrap_or_default()
 }
 
 /// The service's result type.
@@ -97,12 +122,25 @@ impl Error {
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::AdminDisabled => (StatusCode::NOT_FOUND, "admin_disabled"),
             Error::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             Error::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let body = match self {
             Error::BadRequest { field, reason } => {
                 json!({"error": code, "field": field, "message": reason})
+            }
+            Error::Overloaded {
+                limit,
+                fail,
+                retry_after_ms,
+            } => {
+                let mut v = json!({"error": code, "message": self.to_string(),
+                    "max_in_flight": limit, "retry_after_ms": retry_after_ms});
+                if let Some(fail) = fail {
+                    v["fail"] = (*fail).into();
+                }
+                v
             }
             e if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %e, "Request failed.");
@@ -118,6 +156,13 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
         let mut resp = (status, Json(body)).into_response();
+        if let Error::Overloaded { retry_after_ms, .. } = &self {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -136,6 +181,25 @@ impl From<Error> for tonic::Status {
             Error::Unauthorized => tonic::Status::unauthenticated(e.to_string()),
             Error::AdminDisabled => tonic::Status::not_found(e.to_string()),
             Error::Capacity(_) => tonic::Status::resource_exhausted(e.to_string()),
+            Error::Overloaded {
+                fail,
+                retry_after_ms,
+                ..
+            } => {
+                // The same hint as the HTTP body, in metadata: `portcullis-fail` and
+                // `retry-after-ms`.
+                let mut md = tonic::metadata::MetadataMap::new();
+                if let Some(fail) = fail {
+                    md.insert(
+                        "portcullis-fail",
+                        tonic::metadata::MetadataValue::from_static(fail),
+                    );
+                }
+                if let Ok(v) = retry_after_ms.to_string().parse() {
+                    md.insert("retry-after-ms", v);
+                }
+                tonic::Status::with_metadata(tonic::Code::ResourceExhausted, e.to_string(), md)
+            }
             Error::StoreUnavailable => tonic::Status::unavailable(e.to_string()),
             _ => {
                 tracing::error!(error = %e, "Request failed.");

@@ -16,6 +16,8 @@
 //! - [`audit`]: the JSON-lines decision audit log.
 //! - [`reload`]: live policy reload on file change and SIGHUP.
 //! - [`metrics`]: the Prometheus recorder and the metric names.
+//! - [`persist`]: opening the embedded store at start, and the write-behind flush with its
+//!   fault handling (full disk, I/O errors).
 //! - [`server`]: `run(state, listeners, shutdown)`: serving, background loops, graceful shutdown.
 //! - [`shared`]: several instances sharing state through Redis (`serve --store redis://..`).
 //! - [`tls`]: TLS (rustls) for both listeners and client-certificate authentication (mTLS).
@@ -39,6 +41,7 @@ pub mod http_serve;
 pub mod ldap_agent;
 pub mod live_replay;
 pub mod metrics;
+pub mod persist;
 pub mod ref_agent;
 pub mod reload;
 pub mod server;

@@ -94,7 +94,9 @@ fn check_policy(file: &std::path::Path) -> Result<ExitCode> {
 fn init_tracing() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // sled reports each failed write itself, at ERROR: the service's own line (once per
+        // minute while the store fails, see `persist`) says the same with what it means.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

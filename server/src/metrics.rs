@@ -27,6 +27,8 @@ pub const BUDGET_REFUSALS: &str = "portcullis_directory_budget_refusals_total";
 pub const AGENT_ANSWERS: &str = "portcullis_agent_answers_total";
 /// Agent round-trip time, seconds (histogram): label `agent`.
 pub const AGENT_LATENCY: &str = "portcullis_agent_latency_seconds";
+/// An agent's circuit breaker (gauge): 0 closed, 1 half-open, 2 open; label `agent`.
+pub const AGENT_BREAKER: &str = "portcullis_agent_breaker_state";
 /// Agents currently healthy (gauge).
 pub const AGENTS_HEALTHY: &str = "portcullis_agents_healthy";
 /// Time to decide, seconds (histogram): label `api` (`check`, `validate`).
@@ -54,6 +56,18 @@ pub const STORE_FAIL_MODE: &str = "portcullis_store_fail_mode_decisions_total";
 pub const STORE_CONFLICTS: &str = "portcullis_store_cas_conflicts_total";
 /// Checks answered from the local source-block cache since start.
 pub const STORE_CACHE_HITS: &str = "portcullis_store_cache_hits_total";
+
+/// Whether changes reach the embedded store (gauge, 1 or 0): 0 while writes fail.
+pub const STORE_PERSIST_OK: &str = "portcullis_store_persist_ok";
+/// Write-behind flushes to the embedded store that failed.
+pub const STORE_WRITE_ERRORS: &str = "portcullis_store_write_errors_total";
+
+/// Decision requests shed over `max_in_flight`: labels `api`, `fail` (`forward`, `refuse`,
+/// `none` for outcomes).
+pub const SHED: &str = "portcullis_shed_total";
+/// Decisions taken by the tenant's fail policy: labels `cause` (`store_unavailable`,
+/// `overloaded` for an engine failure), `fail_mode` (`closed`, `open`).
+pub const FAIL_MODE_DECISIONS: &str = "portcullis_fail_mode_decisions_total";
 
 const LATENCY_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
@@ -94,6 +108,10 @@ fn describe() {
     describe_counter!(AGENT_ANSWERS, "Agent answers by agent and result.");
     describe_histogram!(AGENT_LATENCY, Unit::Seconds, "Agent round-trip time.");
     describe_gauge!(AGENTS_HEALTHY, "Agents currently healthy.");
+    describe_gauge!(
+        AGENT_BREAKER,
+        "An agent's circuit breaker: 0 closed, 1 half-open, 2 open."
+    );
     describe_histogram!(
         CHECK_LATENCY,
         Unit::Seconds,
@@ -110,6 +128,22 @@ fn describe() {
     describe_gauge!(
         STORE_UP,
         "Whether the shared store (Redis) answers: 1 or 0."
+    );
+    describe_gauge!(
+        STORE_PERSIST_OK,
+        "Whether changes reach the embedded store: 1, or 0 while writes fail."
+    );
+    describe_counter!(
+        STORE_WRITE_ERRORS,
+        "Write-behind flushes to the embedded store that failed."
+    );
+    describe_counter!(
+        SHED,
+        "Decision requests refused at once over max_in_flight, by api and fail hint."
+    );
+    describe_counter!(
+        FAIL_MODE_DECISIONS,
+        "Decisions taken by the tenant's fail policy, by cause and fail mode."
     );
     describe_counter!(STORE_ERRORS, "Shared-store operations that failed, by op.");
     describe_counter!(

@@ -3,7 +3,7 @@
 //! same with TLS and a separate admin listener ([`Listeners`]).
 //!
 //! Background loops: write-behind flush every `flush_interval` (so state older than that survives
-//! a `kill -9`), engine housekeeping and gauges every `maintain_interval`, policy reload on file
+//! a `kill -9`; a failing store is handled in [`crate::persist`]), engine housekeeping and gauges every `maintain_interval`, policy reload on file
 //! change and SIGHUP, agent health checks, and with a shared store a ping every second (the
 //! `store_up` gauge and `/readyz`). On shutdown both servers stop accepting, finish the
 //! requests in flight, and the engine's state is flushed to sled one last time.
@@ -22,11 +22,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-fn flush(state: &AppState) {
-    match state.engine.flush() {
-        Ok(n) if n > 0 => tracing::debug!(records = n, "Flushed."),
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "Flush to the store failed."),
+/// One write-behind flush; `last` (at shutdown) ignores the retry backoff of a failing store.
+fn flush(state: &AppState, last: bool) {
+    if state.shared.is_none() {
+        state
+            .persist
+            .flush(&state.engine, state.config.flush_interval, last);
     }
 }
 
@@ -96,7 +97,7 @@ pub async fn serve(
                 tokio::select! {
                     _ = tick.tick() => {
                         let s = state.clone();
-                        let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
+                        let _ = tokio::task::spawn_blocking(move || flush(&s, false)).await;
                     }
                     _ = rx.changed() => break,
                 }
@@ -201,7 +202,7 @@ pub async fn serve(
         let _ = t.await;
     }
     let s = state.clone();
-    let _ = tokio::task::spawn_blocking(move || flush(&s)).await;
+    let _ = tokio::task::spawn_blocking(move || flush(&s, true)).await;
     tracing::info!("Stopped; state flushed.");
     g?;
     Ok(())

@@ -16,7 +16,6 @@ use crate::shared::{RedisStore, StoreError, StoreOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_engine::net::parse_ip;
 use portcullis_engine::policy::valid_tenant_name;
-use portcullis_engine::store::{SledStore, Store};
 use portcullis_engine::{
     Attempt, Decision, Engine, FailMode, Familiarity, Fired, Mode, Options, Outcome,
     OutcomeEffects, Policy, Reason, Timestamp, Verdict,
@@ -71,7 +70,14 @@ pub struct Service {
     pub disagreements: [[AtomicU64; SERIES.len()]; DISAGREEMENT_KINDS.len()],
     /// Primary attempt id to shadow attempt id, for attempts both forwarded.
     shadow_ids: Mutex<HashMap<u64, u64>>,
+    /// The write-behind flush's health (embedded store).
+    pub persist: crate::persist::Persist,
+    /// Decision requests in flight, at most `config.max_in_flight`: beyond, requests are shed.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// How long a shed request is told to wait before retrying, ms.
+pub const SHED_RETRY_AFTER_MS: u64 = 1000;
 
 /// The kinds of shadow disagreement (the `kind` label of the metric).
 pub const DISAGREEMENT_KINDS: [&str; 3] = ["would_block", "would_forward", "other_reason"];
@@ -175,19 +181,8 @@ impl Service {
                 (store.engine().clone(), secret, Some(Arc::new(store)))
             }
             None => {
-                create_private_dir(&config.data)?;
-                let store = SledStore::open(&config.data)?;
-                let secret = store.secret()?;
-                let store: Arc<dyn Store> = Arc::new(store);
-                let engine = Engine::new(
-                    policy,
-                    Options {
-                        secret,
-                        store: Some(store),
-                        limits: config.limits,
-                    },
-                )?;
-                (Arc::new(engine), secret, None)
+                let (engine, secret) = crate::persist::open_engine(&config, policy)?;
+                (engine, secret, None)
             }
         };
         let shadow = match &config.shadow {
@@ -205,7 +200,8 @@ impl Service {
         } else {
             Some(Arc::new(
                 AgentPool::new(&config.agents, config.agent_timeout)
-                    .map_err(|e| Error::Config(format!("agent client: {e}")))?,
+                    .map_err(|e| Error::Config(format!("agent client: {e}")))?
+                    .with_breaker(config.agent_breaker),
             ))
         };
         let audit = match &config.audit {
@@ -231,6 +227,7 @@ impl Service {
         config: Config,
         metrics: Option<PrometheusHandle>,
     ) -> Service {
+        let config_max_in_flight = config.max_in_flight;
         Service {
             engine,
             shared: None,
@@ -243,6 +240,10 @@ impl Service {
             sessions: Sessions::default(),
             disagreements: Default::default(),
             shadow_ids: Mutex::new(HashMap::new()),
+            persist: Default::default(),
+            in_flight: tokio::sync::Semaphore::new(
+                config_max_in_flight.min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
         }
     }
 
@@ -256,28 +257,69 @@ impl Service {
         }
     }
 
-    /// The decision while the shared store is unavailable: the tenant policy's `fail_mode`.
-    /// `closed` refuses (`store_unavailable`, retry after 1 s); `open` forwards with an attempt id
-    /// no instance will know (its outcome is refused: nothing can be recorded). `log_only`
+    /// Takes a place among the decision requests in flight, or sheds this one at once: the
+    /// answer then carries what the tenant's fail policy wants done with the attempt (`forward`
+    /// for a familiar source under `open`, else `refuse`), found by a read-only look in memory.
+    /// `source` is `(tenant, user, ip)` for a check or validate, `None` for an outcome.
+    pub fn admit(
+        &self,
+        api: &'static str,
+        source: Option<(&str, &str, IpAddr)>,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(p) = self.in_flight.try_acquire() {
+            return Ok(p);
+        }
+        let fail = source.map(|(tenant, user, ip)| {
+            let f = self.engine.familiarity_hint(tenant, user, ip, now());
+            let policy = self.engine.policy();
+            let p = policy.for_tenant(tenant);
+            match (p.mode, p.fail_mode.for_source(f)) {
+                (Mode::LogOnly, _) | (_, FailMode::Open) => "forward",
+                (_, FailMode::Closed) => "refuse",
+            }
+        });
+        metrics::counter!(m::SHED, "api" => api, "fail" => fail.unwrap_or("none")).increment(1);
+        Err(Error::Overloaded {
+            limit: self.config.max_in_flight,
+            fail,
+            retry_after_ms: SHED_RETRY_AFTER_MS,
+        })
+    }
+
+    /// The decision when the engine cannot decide normally (`reason`: the shared store is
+    /// unavailable, or the engine failed): the tenant policy's `fail_mode` for the source's
+    /// familiarity. `closed` refuses (retry after 1 s); `open` forwards with an attempt id no
+    /// instance will know (its outcome is refused: nothing can be recorded). `log_only`
     /// forwards either way.
-    fn fail_mode_decision(&self, tenant: &str) -> Decision {
+    fn fail_mode_decision(
+        &self,
+        tenant: &str,
+        familiarity: Familiarity,
+        reason: Reason,
+    ) -> Decision {
         let policy = self.engine.policy();
         let p = policy.for_tenant(tenant);
-        let mode = match p.fail_mode {
-            FailMode::Closed => "closed",
-            FailMode::Open => "open",
-        };
-        metrics::counter!(m::STORE_FAIL_MODE, "fail_mode" => mode).increment(1);
-        let mut d = match p.fail_mode {
+        let fail_mode = p.fail_mode.for_source(familiarity);
+        let mode = fail_mode.as_str();
+        if reason == Reason::StoreUnavailable {
+            metrics::counter!(m::STORE_FAIL_MODE, "fail_mode" => mode).increment(1);
+        }
+        metrics::counter!(m::FAIL_MODE_DECISIONS, "cause" => reason.as_str(), "fail_mode" => mode)
+            .increment(1);
+        let mut d = match fail_mode {
             FailMode::Closed => portcullis_engine::rules::refuse(
-                Reason::StoreUnavailable,
+                reason,
                 portcullis_engine::rules::retry(1000),
                 Fired {
-                    counter: "store_reachable",
+                    counter: if reason == Reason::StoreUnavailable {
+                        "store_reachable"
+                    } else {
+                        "engine_ok"
+                    },
                     value: 0,
                     limit: 1,
                 },
-                Familiarity::Unfamiliar,
+                familiarity,
             ),
             FailMode::Open => Decision {
                 verdict: Verdict::Forward,
@@ -285,7 +327,7 @@ impl Service {
                 reason: None,
                 retry_after: None,
                 fired: None,
-                familiarity: Familiarity::Unfamiliar,
+                familiarity,
                 attempt_id: None,
             },
         };
@@ -308,14 +350,29 @@ impl Service {
             fingerprint: i.pw.as_deref(),
         };
         let d = match &self.shared {
-            None => self.engine.check(&attempt, now)?,
+            None => match self.engine.check(&attempt, now) {
+                Ok(d) => d,
+                Err(e @ portcullis_engine::Error::InvalidInput { .. }) => return Err(e.into()),
+                Err(e) => {
+                    // The engine cannot decide (a cap reached, a store record unreadable): the
+                    // fail policy does, for what memory says of the source.
+                    tracing::debug!(error = %e, "The engine failed; the fail mode decides.");
+                    let f = self.engine.familiarity_hint(&i.tenant, &i.user, ip, now);
+                    self.fail_mode_decision(&i.tenant, f, Reason::Overloaded)
+                }
+            },
             Some(store) => match store.check(&attempt, now).await {
                 Ok(d) => d,
                 Err(StoreError::Engine(e)) => return Err(e.into()),
                 Err(e) => {
                     metrics::counter!(m::STORE_ERRORS, "op" => "check").increment(1);
                     tracing::debug!(error = %e, "Shared store failed; the fail mode decides.");
-                    self.fail_mode_decision(&i.tenant)
+                    // The account's familiar places live in the store: unknown, so unfamiliar.
+                    self.fail_mode_decision(
+                        &i.tenant,
+                        Familiarity::Unfamiliar,
+                        Reason::StoreUnavailable,
+                    )
                 }
             },
         };
@@ -388,6 +445,7 @@ impl Service {
     /// `POST /v1/check`.
     pub async fn check(&self, i: &CheckInput) -> Result<CheckOutput> {
         let ip = validate_input(i)?;
+        let _admitted = self.admit("check", Some((&i.tenant, &i.user, ip)))?;
         let d = self.decide("check", i, ip).await?;
         self.audit_decision("check", i, ip, &d, None);
         Ok(output(&d, None))
@@ -423,6 +481,7 @@ impl Service {
                 format!("is longer than {MAX_FIELD_BYTES} bytes"),
             ));
         }
+        let _admitted = self.admit("outcome", None)?;
         self.record_outcome(id, result, pw).await
     }
 
@@ -482,6 +541,8 @@ impl Service {
         payload: serde_json::Value,
     ) -> Result<CheckOutput> {
         let ip = validate_input(i)?;
+        // Held until the agent answered: a slow directory counts against the limit.
+        let _admitted = self.admit("validate", Some((&i.tenant, &i.user, ip)))?;
         let d = self.decide("validate", i, ip).await?;
         let Some(id) = d.attempt_id else {
             self.audit_decision("validate", i, ip, &d, None);
@@ -552,6 +613,16 @@ impl Service {
         });
         if self.shared.is_some() {
             v["store_reachable"] = store_up.into();
+        } else if let Ok(p) = serde_json::to_value(self.persist.view(&self.engine)) {
+            // A failing disk does not make the service unready: decisions are taken from
+            // memory and stay correct; only a crash during the fault would lose recent state.
+            // The body says so, and `store_persist_ok` alerts.
+            if !self.persist.ok() {
+                v["degraded"] = true.into();
+            }
+            if let (Some(v), serde_json::Value::Object(p)) = (v.as_object_mut(), p) {
+                v.extend(p);
+            }
         }
         if let Some((healthy, total)) = agents {
             v["agents_healthy"] = healthy.into();

@@ -1,6 +1,7 @@
 //! Starting the real `portcullis` binary on loopback ports and talking to it.
 #![allow(dead_code)]
 
+pub mod fake_agent;
 pub mod redis_util;
 
 use serde_json::Value;
