@@ -19,6 +19,7 @@
 //! - [`server`]: `run(state, listeners, shutdown)`: serving, background loops, graceful shutdown.
 //! - [`shared`]: several instances sharing state through Redis (`serve --store redis://..`).
 //! - [`error`]: the crate's one error type, mapped to HTTP and gRPC.
+//! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`: raw bytes through the real parsers.
 //!
 //! Invariant across all of it: a password fingerprint never appears in a log, a metric, an error
 //! or the audit log, and metric labels come from bounded sets only.
@@ -29,6 +30,7 @@ pub mod audit;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod ldap_agent;
