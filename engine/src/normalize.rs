@@ -37,7 +37,10 @@ pub fn normalize_into(name: &str, out: &mut String) -> Result<()> {
         out.drain(..lead);
     }
     // `any` stops at the first real character, almost always the first one.
-    if !out.chars().any(|c| !is_trimmed(c) && !is_ignorable(c) && !is_separator(c)) {
+    if !out
+        .chars()
+        .any(|c| !is_trimmed(c) && !is_ignorable(c) && !is_separator(c))
+    {
         return Err(Error::InvalidInput {
             field: "user",
             reason: "the name is empty after trimming and normalisation".into(),
@@ -133,7 +136,10 @@ mod tests {
     fn keeps_names_with_one_visible_character_among_invisible_ones() {
         assert_eq!(normalize("\u{2060}A@").unwrap(), "\u{2060}a@");
         assert_eq!(normalize("@x").unwrap(), "@x");
-        assert_eq!(normalize("\u{202e}\u{5d0}\u{301}").unwrap(), "\u{202e}\u{5d0}\u{301}");
+        assert_eq!(
+            normalize("\u{202e}\u{5d0}\u{301}").unwrap(),
+            "\u{202e}\u{5d0}\u{301}"
+        );
         assert_eq!(normalize("😀").unwrap(), "😀");
     }
 

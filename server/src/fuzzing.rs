@@ -139,7 +139,10 @@ pub fn trace_line(data: &[u8]) -> Result<usize, TraceError> {
     let mut last_ts = i64::MIN;
     for ev in TraceReader::from_reader(reader) {
         let ev = ev?;
-        assert!(ev.ts_ms >= last_ts, "the reader yielded events out of order");
+        assert!(
+            ev.ts_ms >= last_ts,
+            "the reader yielded events out of order"
+        );
         last_ts = ev.ts_ms;
         let line = to_json_line(&ev);
         let back = parse_line(&line, 1)
@@ -238,6 +241,8 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 /// own method (or, for a stream item, its per-item function) over a fresh in-memory engine. An
 /// outcome whose `id` is `$ID` names the attempt checked just before. Returns the call's status
 /// on refusal.
+// The error is tonic's `Status`, as the service itself returns it.
+#[allow(clippy::result_large_err)]
 pub fn grpc_message(data: &[u8]) -> Result<(), tonic::Status> {
     let Some((&sel, msg)) = data.split_first() else {
         return Ok(());

@@ -65,7 +65,10 @@ fn attempt<'a>(user: &'a str, ip: &str) -> Attempt<'a> {
 }
 
 fn is_user_error(e: &portcullis_engine::Error) -> bool {
-    matches!(e, portcullis_engine::Error::InvalidInput { field: "user", .. })
+    matches!(
+        e,
+        portcullis_engine::Error::InvalidInput { field: "user", .. }
+    )
 }
 
 #[test]
@@ -130,7 +133,12 @@ fn engine_counts_an_ipv4_mapped_address_and_a_zone_id_as_the_plain_address() {
     assert_eq!(parse("[::ffff:203.0.113.7]"), Some(v4));
     assert_eq!(parse("::ffff:203.0.113.7%eth0"), Some(v4));
     let ll: IpAddr = "fe80::1".parse().unwrap();
-    for s in ["fe80::1%eth0", "fe80::1%1", "[fe80::1%eth0]", "fe80::1%\u{0}x"] {
+    for s in [
+        "fe80::1%eth0",
+        "fe80::1%1",
+        "[fe80::1%eth0]",
+        "fe80::1%\u{0}x",
+    ] {
         assert_eq!(parse(s), Some(ll), "{s:?}");
     }
     for s in ["203.0.113.7%eth0", "fe80::1%", "[fe80::1]%eth0", "%eth0"] {
@@ -188,7 +196,11 @@ async fn hostile_names_over_http_are_decided_or_refused_with_a_400_naming_the_fi
     }
     // The service is still whole.
     let (status, v) = check(&c, &s.http, "alice", "192.0.2.1").await;
-    assert_eq!((status, v["decision"].as_str()), (200, Some("forward")), "{v}");
+    assert_eq!(
+        (status, v["decision"].as_str()),
+        (200, Some("forward")),
+        "{v}"
+    );
     s.terminate();
 }
 
@@ -214,7 +226,11 @@ async fn a_one_mebibyte_name_is_refused_naming_the_body_limit_or_the_user_field(
         assert_eq!((status, field(&v)), (400, "user"), "{v}");
     }
     let (status, v) = check(&c, &s.http, "alice", "192.0.2.1").await;
-    assert_eq!((status, v["decision"].as_str()), (200, Some("forward")), "{v}");
+    assert_eq!(
+        (status, v["decision"].as_str()),
+        (200, Some("forward")),
+        "{v}"
+    );
     s.terminate();
 }
 
