@@ -413,6 +413,59 @@ mod tests {
         }
     }
 
+    /// A real agent on loopback answering `body` with 200 to every validate.
+    async fn agent_answering(body: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/v1/validate",
+            axum::routing::post(move || async move { body }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_pool_answers_error_never_wrong_password_for_a_malformed_answer() {
+        let req = AgentRequest {
+            v: 1,
+            id: "1".into(),
+            tenant: "t".into(),
+            user: "u".into(),
+            payload: serde_json::Value::Null,
+        };
+        for body in [
+            &br#"["wrong_password"]"#[..],
+            b"{\"result\":\"wrong_password\",\"x\":\"\xff\"}",
+            br#"{"result":"wrong_password","x":"\q"}"#,
+        ] {
+            let pool =
+                AgentPool::new(&[agent_answering(body).await], Duration::from_secs(5)).unwrap();
+            let a = pool.validate(&req).await;
+            assert_eq!(
+                a.outcome,
+                Outcome::Error,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let big: &'static [u8] = Box::leak(
+            format!(
+                r#"{{"result":"wrong_password","pad":"{}"}}"#,
+                "x".repeat(MAX_ANSWER_BYTES)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let pool = AgentPool::new(&[agent_answering(big).await], Duration::from_secs(5)).unwrap();
+        assert_eq!(pool.validate(&req).await.outcome, Outcome::Error);
+        let good = br#"{"result":"wrong_password","pw_fp":"0a0b"}"#;
+        let pool = AgentPool::new(&[agent_answering(good).await], Duration::from_secs(5)).unwrap();
+        let a = pool.validate(&req).await;
+        assert_eq!(a.outcome, Outcome::WrongPassword);
+        assert_eq!(a.fingerprint, Some(vec![10, 11]));
+    }
+
     #[tokio::test]
     async fn answers_directory_unreachable_at_once_when_no_agent_listens() {
         // Bind then drop to get a port nothing listens on.
