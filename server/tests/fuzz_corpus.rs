@@ -89,3 +89,20 @@ fn agent_answers_that_are_not_a_protocol_object_are_refused() {
         );
     }
 }
+
+/// Instants that an offset moves outside years 0000-9999 once parsed, and could not be written
+/// back: refused, naming `ts`.
+#[test]
+fn trace_instants_outside_rfc3339_years_are_refused() {
+    let dir = fuzz_dir().join("regressions/trace_line");
+    let files = inputs(&dir).unwrap_or_else(|| panic!("{} is missing", dir.display()));
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    for (path, data) in files {
+        let err = fuzzing::trace_line(&data).unwrap_err();
+        assert!(
+            err.to_string().contains("`ts`"),
+            "{}: {err}",
+            path.display()
+        );
+    }
+}
