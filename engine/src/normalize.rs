@@ -3,7 +3,10 @@
 //! A name is trimmed, put in Unicode NFKC and lower-cased, as the directory matches it, so that
 //! ` ALICE@Contoso.com`, its fullwidth form and `alice@contoso.com` are one account. Invariant:
 //! `normalize(normalize(x)) == normalize(x)`, and the result is never empty (an empty result is an
-//! error). Pure ASCII names, the common case, take a fast path with no Unicode tables.
+//! error). A name made only of invisible characters (default-ignorable code points such as
+//! U+200B, U+2060, U+FE0F) and domain separators (`@`, `\`, `/`) names no account and is
+//! refused like an empty one. Pure ASCII names, the common case, take a fast path with no
+//! Unicode tables.
 
 use crate::error::{Error, Result};
 use unicode_normalization::UnicodeNormalization;
@@ -33,7 +36,11 @@ pub fn normalize_into(name: &str, out: &mut String) -> Result<()> {
         let lead = out.len() - out.trim_start_matches(is_trimmed).len();
         out.drain(..lead);
     }
-    if out.is_empty() {
+    // `any` stops at the first real character, almost always the first one.
+    if !out
+        .chars()
+        .any(|c| !is_trimmed(c) && !is_ignorable(c) && !is_separator(c))
+    {
         return Err(Error::InvalidInput {
             field: "user",
             reason: "the name is empty after trimming and normalisation".into(),
@@ -61,6 +68,21 @@ pub fn normalize(name: &str) -> Result<String> {
 
 fn is_trimmed(c: char) -> bool {
     c.is_whitespace() || c.is_control() || c == '\u{200b}' || c == '\u{feff}'
+}
+
+/// Unicode default-ignorable code points (DerivedCoreProperties.txt): rendered as nothing.
+fn is_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// The separators of `user@domain`, `DOMAIN\user` and `domain/user`.
+fn is_separator(c: char) -> bool {
+    matches!(c, '@' | '\\' | '/')
 }
 
 fn too_long() -> Error {
@@ -94,9 +116,31 @@ mod tests {
 
     #[test]
     fn refuses_names_that_normalise_to_nothing() {
-        for v in ["", "   ", "\t\u{3000}\u{a0}", "\u{200b}"] {
+        for v in [
+            "",
+            "   ",
+            "\t\u{3000}\u{a0}",
+            "\u{200b}",
+            "\0\0",
+            "\u{2060}\u{fe0f}\u{ad}",
+            "@",
+            " \\ ",
+            "\u{200b}@\u{200d}",
+            "\u{202e}/\u{e0041}",
+        ] {
             assert!(normalize(v).is_err(), "{v:?} should be refused");
         }
+    }
+
+    #[test]
+    fn keeps_names_with_one_visible_character_among_invisible_ones() {
+        assert_eq!(normalize("\u{2060}A@").unwrap(), "\u{2060}a@");
+        assert_eq!(normalize("@x").unwrap(), "@x");
+        assert_eq!(
+            normalize("\u{202e}\u{5d0}\u{301}").unwrap(),
+            "\u{202e}\u{5d0}\u{301}"
+        );
+        assert_eq!(normalize("😀").unwrap(), "😀");
     }
 
     #[test]

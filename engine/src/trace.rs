@@ -488,8 +488,17 @@ fn parse_ts_slow(s: &str) -> Option<i64> {
 /// The common `YYYY-MM-DDTHH:MM:SS.mmmZ` shape takes a hand-written fast path; anything else
 /// (offsets, other precisions, lowercase `t`/`z`) goes through the `time` crate.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    parse_ts_fast(s).or_else(|| parse_ts_slow(s))
+    parse_ts_fast(s)
+        .or_else(|| parse_ts_slow(s))
+        // An offset can move an instant written in year 0000 or 9999 outside those years in
+        // UTC, where it could not be written back as RFC 3339 (found by fuzzing).
+        .filter(|ms| (MIN_TS_MS..=MAX_TS_MS).contains(ms))
 }
+
+/// `0000-01-01T00:00:00.000Z`, the earliest instant RFC 3339 can write in UTC, in ms.
+const MIN_TS_MS: i64 = -62_167_219_200_000;
+/// `9999-12-31T23:59:59.999Z`, the latest instant RFC 3339 can write in UTC, in ms.
+const MAX_TS_MS: i64 = 253_402_300_799_999;
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds and `Z`, e.g.
 /// `2026-11-03T08:00:00.123Z`. Years outside 0000-9999 are written with more digits or a sign
@@ -757,6 +766,21 @@ impl Iterator for TraceReader {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refuses_instants_an_offset_moves_outside_years_0000_to_9999() {
+        use super::{format_rfc3339_ms, parse_rfc3339_ms, MAX_TS_MS, MIN_TS_MS};
+        assert_eq!(format_rfc3339_ms(MIN_TS_MS), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339_ms(MAX_TS_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(parse_rfc3339_ms("0000-01-01T00:00:00Z"), Some(MIN_TS_MS));
+        assert_eq!(
+            parse_rfc3339_ms("9999-12-31T23:59:59.999Z"),
+            Some(MAX_TS_MS)
+        );
+        assert_eq!(parse_rfc3339_ms("0000-01-01T00:00:00+23:59"), None);
+        assert_eq!(parse_rfc3339_ms("9999-12-31T23:59:59.999-00:01"), None);
+        assert!(parse_rfc3339_ms("0000-01-01T00:00:00-01:00").is_some());
+    }
+
     use super::*;
     use rand::{Rng, SeedableRng};
     use std::io::Write;

@@ -253,6 +253,44 @@ enum SendError {
     Broken,
 }
 
+/// The largest agent answer read, in bytes (64 KiB); a longer one is refused as broken.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Parses an agent's answer body strictly: a UTF-8 JSON object whose `result` is a string naming
+/// a known outcome and whose optional `pw_fp` is a string of hex digits (at most 256); other
+/// fields are ignored. Anything else (an array, a bare string, invalid UTF-8 or escapes, an
+/// unknown result, trailing data) is refused, and the pool answers it as `error`: a broken
+/// answer must never count as `wrong_password`. The error names the field at fault and never
+/// quotes the body.
+pub fn parse_answer(body: &[u8]) -> crate::Result<AgentResponse> {
+    let refuse = |field: &str, reason: &str| crate::Error::bad(field, reason);
+    // serde would read a JSON array into a struct by position (`["wrong_password"]`); an
+    // answer is an object, so check the shape before deserialising.
+    let text = std::str::from_utf8(body).map_err(|_| refuse("body", "is not UTF-8"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| refuse("body", "is not valid JSON"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(refuse("body", "must be a JSON object"));
+    };
+    let result = match map.get("result") {
+        Some(serde_json::Value::String(s)) => s,
+        Some(_) => return Err(refuse("result", "must be a string")),
+        None => return Err(refuse("result", "is required")),
+    };
+    if result.parse::<Outcome>().is_err() {
+        return Err(refuse("result", "is not a known outcome"));
+    }
+    let pw_fp = match map.get("pw_fp") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if decode_hex(s).is_some() => Some(s.clone()),
+        Some(_) => return Err(refuse("pw_fp", "must be a string of hex digits")),
+    };
+    Ok(AgentResponse {
+        result: result.clone(),
+        pw_fp,
+    })
+}
+
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || s.len() > 256 {
         return None;
@@ -459,12 +497,27 @@ impl AgentPool {
             tracing::debug!(agent = %agent.base, status = %resp.status(), "Agent refused a request.");
             return Err(SendError::Broken);
         }
-        resp.json::<AgentResponse>().await.map_err(|e| {
-            if e.is_timeout() {
-                SendError::Timeout
-            } else {
-                SendError::Broken
+        // Read at most MAX_ANSWER_BYTES: an agent answer is tiny, and a misbehaving agent must
+        // not make us buffer an unbounded body.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        tracing::debug!(agent = %agent.base, "Agent answer over the size limit.");
+                        return Err(SendError::Broken);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(SendError::Timeout),
+                Err(_) => return Err(SendError::Broken),
             }
+        }
+        parse_answer(&body).map_err(|e| {
+            tracing::debug!(agent = %agent.base, error = %e, "Agent answer refused.");
+            SendError::Broken
         })
     }
 
@@ -508,6 +561,106 @@ mod tests {
         assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(decode_hex("0"), None);
         assert_eq!(decode_hex("zz"), None);
+    }
+
+    #[test]
+    fn parses_well_formed_answers() {
+        let a = parse_answer(br#"{"result":"wrong_password","pw_fp":"00ff"}"#).unwrap();
+        assert_eq!(a.result, "wrong_password");
+        assert_eq!(a.pw_fp.as_deref(), Some("00ff"));
+        let a = parse_answer(br#" {"result":"success","extra":[1,{"x":null}]} "#).unwrap();
+        assert_eq!(a.result, "success");
+        assert_eq!(a.pw_fp, None);
+        for o in Outcome::ALL {
+            let body = format!(r#"{{"result":"{}"}}"#, o.as_str());
+            assert_eq!(parse_answer(body.as_bytes()).unwrap().result, o.as_str());
+        }
+    }
+
+    /// Reproducers from fuzzing: none of these is a protocol answer, so none may become
+    /// `wrong_password`.
+    #[test]
+    fn refuses_answers_that_are_not_a_protocol_object() {
+        for body in [
+            &br#"["wrong_password"]"#[..],
+            br#"["wrong_password", "00ff"]"#,
+            br#""wrong_password""#,
+            b"wrong_password",
+            b"",
+            b"null",
+            br#"{"result":"wrong_password","x":"\ud800"}"#,
+            br#"{"result":"wrong_password","x":"\q"}"#,
+            b"{\"result\":\"wrong_password\",\"x\":\"\xff\"}",
+            br#"{"result":"wrong_password"} trailing"#,
+            br#"{"result":"wrong_password"}{"result":"success"}"#,
+            br#"{"result":"WRONG_PASSWORD"}"#,
+            br#"{"result":"wrong_password "}"#,
+            br#"{"result":["wrong_password"]}"#,
+            br#"{"result":null}"#,
+            br#"{"pw_fp":"00"}"#,
+            br#"{"result":"wrong_password","pw_fp":"zz"}"#,
+            br#"{"result":"wrong_password","pw_fp":7}"#,
+            br#"{"result":"wrong_password""#,
+        ] {
+            assert!(
+                parse_answer(body).is_err(),
+                "{:?} should be refused",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// A real agent on loopback answering `body` with 200 to every validate.
+    async fn agent_answering(body: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/v1/validate",
+            axum::routing::post(move || async move { body }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_pool_answers_error_never_wrong_password_for_a_malformed_answer() {
+        let req = AgentRequest {
+            v: 1,
+            id: "1".into(),
+            tenant: "t".into(),
+            user: "u".into(),
+            payload: serde_json::Value::Null,
+        };
+        for body in [
+            &br#"["wrong_password"]"#[..],
+            b"{\"result\":\"wrong_password\",\"x\":\"\xff\"}",
+            br#"{"result":"wrong_password","x":"\q"}"#,
+        ] {
+            let pool =
+                AgentPool::new(&[agent_answering(body).await], Duration::from_secs(5)).unwrap();
+            let a = pool.validate(&req).await;
+            assert_eq!(
+                a.outcome,
+                Outcome::Error,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let big: &'static [u8] = Box::leak(
+            format!(
+                r#"{{"result":"wrong_password","pad":"{}"}}"#,
+                "x".repeat(MAX_ANSWER_BYTES)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let pool = AgentPool::new(&[agent_answering(big).await], Duration::from_secs(5)).unwrap();
+        assert_eq!(pool.validate(&req).await.outcome, Outcome::Error);
+        let good = br#"{"result":"wrong_password","pw_fp":"0a0b"}"#;
+        let pool = AgentPool::new(&[agent_answering(good).await], Duration::from_secs(5)).unwrap();
+        let a = pool.validate(&req).await;
+        assert_eq!(a.outcome, Outcome::WrongPassword);
+        assert_eq!(a.fingerprint, Some(vec![10, 11]));
     }
 
     #[tokio::test]

@@ -25,12 +25,18 @@ pub struct GrpcGate {
 /// times the limit, before decoding.
 pub fn service(state: AppState) -> GateServer<GrpcGate> {
     let limit = state.config.max_body_bytes.saturating_mul(4);
-    GateServer::new(GrpcGate { state })
+    GateServer::new(GrpcGate::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
 }
 
 impl GrpcGate {
+    /// The service without tonic's server around it: the fuzz targets ([`crate::fuzzing`]) call
+    /// its [`Gate`] methods directly with decoded messages.
+    pub fn new(state: AppState) -> Self {
+        GrpcGate { state }
+    }
+
     fn within_limit(&self, m: &impl prost::Message) -> crate::Result<()> {
         if m.encoded_len() > self.state.config.max_body_bytes {
             return Err(crate::Error::bad("body", "is over the size limit"));
@@ -50,7 +56,7 @@ fn split(o: CheckOutput) -> (String, String, Option<String>, Option<String>, Opt
 }
 
 /// A refused stream item, as the unary call would have refused it.
-fn item_error(e: crate::Error) -> ItemError {
+pub(crate) fn item_error(e: crate::Error) -> ItemError {
     let (_, body) = e.status_and_body();
     let status = Status::from(e);
     ItemError {
@@ -61,7 +67,7 @@ fn item_error(e: crate::Error) -> ItemError {
     }
 }
 
-async fn check_one(
+pub(crate) async fn check_one(
     state: &AppState,
     limit: usize,
     r: CheckRequest,
@@ -85,7 +91,7 @@ async fn check_one(
     })
 }
 
-async fn outcome_one(
+pub(crate) async fn outcome_one(
     state: &AppState,
     limit: usize,
     r: OutcomeRequest,

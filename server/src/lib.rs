@@ -24,6 +24,7 @@
 //! - [`http_serve`]: serving a router on a listener: TLS, request-head limits, graceful drain.
 //! - [`client_addr`]: the client's address, believing forwarded headers only from trusted proxies.
 //! - [`error`]: the crate's one error type, mapped to HTTP and gRPC.
+//! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`: raw bytes through the real parsers.
 //!
 //! Invariant across all of it: a password fingerprint never appears in a log, a metric, an error
 //! or the audit log, and metric labels come from bounded sets only.
@@ -35,6 +36,7 @@ pub mod client_addr;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod http_serve;
