@@ -163,6 +163,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         };
         let service = Service::build(config, Some(metrics)).await?;
         let state = AppState(Arc::new(service));
+        // Before "Listening.": from then on a SIGTERM drains and flushes.
+        let shutdown = portcullis_server::server::shutdown_signal();
         tracing::info!(
             http = %http.local_addr()?,
             grpc = %grpc.local_addr()?,
@@ -182,12 +184,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             admin,
             tls,
         };
-        portcullis_server::server::serve(
-            state,
-            listeners,
-            portcullis_server::server::shutdown_signal(),
-        )
-        .await?;
+        portcullis_server::server::serve(state, listeners, shutdown).await?;
         Ok(())
     })
 }

@@ -208,18 +208,25 @@ pub async fn serve(
     Ok(())
 }
 
-/// Completes on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Completes on SIGTERM or SIGINT (ctrl-c). The handlers are installed when this is called, not
+/// when the future is first polled: a SIGTERM sent just after the service says it listens must
+/// still drain and flush rather than kill the process. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async fn recv(s: Option<Signal>) {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+    async move {
+        tokio::select! {
+            _ = recv(term) => {}
+            _ = recv(int) => {}
+        }
     }
 }

@@ -429,3 +429,14 @@ async fn files_it_creates_are_owner_only_whatever_the_umask() {
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
     }
 }
+
+#[test]
+fn a_sigterm_right_after_listening_drains_and_exits_cleanly() {
+    // The signal handlers are installed before "Listening." is logged: a SIGTERM sent the moment
+    // the line appears must stop the service cleanly (exit 0 after the final flush), never kill it.
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..5 {
+        let s = Server::start(&dir.path().join("data"), &default_policy(), &[]);
+        s.terminate();
+    }
+}
