@@ -57,7 +57,7 @@ SAMPLER=$!
 
 "$BIN/portcullis-load" run --mode http-pair --trace "$TRACE" --http "http://$HTTP" \
   --grpc "http://$GRPC" --concurrency 64 --rate "$RATE" --duration "$DURATION" \
-  --interval 30 >"$OUT/soak.json"
+  --max-attempts 1000000000 --interval 30 >"$OUT/soak.json"
 kill "$SAMPLER" 2>/dev/null || true
 
 python3 - "$OUT" <<'PY'
