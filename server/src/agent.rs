@@ -272,23 +272,19 @@ pub fn parse_answer(body: &[u8]) -> crate::Result<AgentResponse> {
     let serde_json::Value::Object(map) = value else {
         return Err(refuse("body", "must be a JSON object"));
     };
-    let result = match map.get("result") {
-        Some(serde_json::Value::String(s)) => s,
-        Some(_) => return Err(refuse("result", "must be a string")),
-        None => return Err(refuse("result", "is required")),
-    };
-    if result.parse::<Outcome>().is_err() {
+    // The field shapes are checked where serde reads the struct, for every reader of answers.
+    let answer = AgentResponse::try_from(map).map_err(|reason| refuse("body", &reason))?;
+    if answer.result.parse::<Outcome>().is_err() {
         return Err(refuse("result", "is not a known outcome"));
     }
-    let pw_fp = match map.get("pw_fp") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if decode_hex(s).is_some() => Some(s.clone()),
-        Some(_) => return Err(refuse("pw_fp", "must be a string of hex digits")),
-    };
-    Ok(AgentResponse {
-        result: result.clone(),
-        pw_fp,
-    })
+    if answer
+        .pw_fp
+        .as_deref()
+        .is_some_and(|s| decode_hex(s).is_none())
+    {
+        return Err(refuse("pw_fp", "must be a string of hex digits"));
+    }
+    Ok(answer)
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

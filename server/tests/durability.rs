@@ -122,25 +122,6 @@ fn start_load(
         .collect()
 }
 
-/// Signs `user` in from home, then six wrong passwords from an unfamiliar address: locked for
-/// unfamiliar places.
-async fn lock(c: &reqwest::Client, base: &str, user: &str) {
-    let d = attempt(c, base, user, "198.51.100.7", "owner-pw", "success").await;
-    assert_eq!(d["decision"], "forward", "{d}");
-    for i in 0..6 {
-        let d = attempt(
-            c,
-            base,
-            user,
-            "203.0.113.9",
-            &format!("{user}-guess{i}"),
-            "wrong_password",
-        )
-        .await;
-        assert_eq!(d["decision"], "forward", "{user} guess {i}: {d}");
-    }
-}
-
 async fn explain(c: &reqwest::Client, s: &Server, user: &str) -> serde_json::Value {
     let (status, x) = admin_get(
         c,
@@ -161,8 +142,8 @@ async fn lockouts_and_directory_counters_survive_kill_9_under_load() {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let load = start_load(&s.http, 4, stop.clone());
 
-    lock(&c, &s.http, "alice").await;
-    lock(&c, &s.http, "carol").await;
+    lock_user(&c, &s.http, "alice").await;
+    lock_user(&c, &s.http, "carol").await;
     // Bob's directory mirror near its threshold: five wrong passwords from his own place (the
     // familiar lockout is at eight, the directory's at ten).
     let d = attempt(&c, &s.http, "bob", "198.51.100.7", "bob-pw", "success").await;

@@ -76,23 +76,6 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
-async fn lock(c: &reqwest::Client, base: &str, user: &str) {
-    let d = attempt(c, base, user, "198.51.100.7", "owner-pw", "success").await;
-    assert_eq!(d["decision"], "forward", "{d}");
-    for i in 0..6 {
-        let d = attempt(
-            c,
-            base,
-            user,
-            "203.0.113.9",
-            &format!("{user}-guess{i}"),
-            "wrong_password",
-        )
-        .await;
-        assert_eq!(d["decision"], "forward", "{user} guess {i}: {d}");
-    }
-}
-
 async fn assert_locked(c: &reqwest::Client, base: &str, user: &str, when: &str) {
     let d = attempt(
         c,
@@ -153,7 +136,7 @@ async fn a_full_disk_keeps_decisions_going_and_persistence_resumes_without_loss(
     let s = Server::start(&data, &default_policy(), &["--flush-interval", "200ms"]);
 
     // Before the fault: alice locked and written.
-    lock(&c, &s.http, "alice").await;
+    lock_user(&c, &s.http, "alice").await;
     eventually("alice written", || async {
         readyz(&c, &s).await.1["unflushed"] == 0
     })
@@ -165,7 +148,7 @@ async fn a_full_disk_keeps_decisions_going_and_persistence_resumes_without_loss(
     // The disk fills up.
     let filled = fill(&filler);
     assert!(filled > 0);
-    lock(&c, &s.http, "dave").await;
+    lock_user(&c, &s.http, "dave").await;
     let mut round = 0;
     eventually("the fault to show in /readyz", || {
         round += 1;

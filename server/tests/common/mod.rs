@@ -284,6 +284,25 @@ pub async fn lock_alice(c: &reqwest::Client, base: &str) {
     }
 }
 
+/// Like [`lock_alice`] for any `user`: a success from home, then six wrong passwords (named after
+/// the user) from an unfamiliar address: locked for unfamiliar places.
+pub async fn lock_user(c: &reqwest::Client, base: &str, user: &str) {
+    let d = attempt(c, base, user, "198.51.100.7", "owner-pw", "success").await;
+    assert_eq!(d["decision"], "forward", "{d}");
+    for i in 0..6 {
+        let d = attempt(
+            c,
+            base,
+            user,
+            "203.0.113.9",
+            &format!("{user}-guess{i}"),
+            "wrong_password",
+        )
+        .await;
+        assert_eq!(d["decision"], "forward", "{user} guess {i}: {d}");
+    }
+}
+
 /// Polls `f` until it returns true or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut f: F)
 where
