@@ -105,6 +105,7 @@ pub fn benches(c: &mut Criterion) {
                 secret: SECRET,
                 store: Some(store),
                 limits: Limits::default(),
+                key_scheme: portcullis_engine::KeyScheme::default(),
             },
         )
         .expect("engine");

@@ -17,6 +17,7 @@
 use crate::clock::Timestamp;
 use crate::decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
 use crate::error::{Error, Result};
+use crate::keys::{KeyScheme, Keys};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
@@ -25,14 +26,16 @@ use crate::state::{AccountState, SourceState, SprayState};
 use crate::store::{Batch, Kind, Store};
 use dashmap::{DashMap, DashSet};
 use governor::clock::Clock as GovClock;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use parking_lot::RwLock;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +77,9 @@ pub struct Options {
     pub store: Option<Arc<dyn Store>>,
     /// Caps on tracked entries.
     pub limits: Limits,
+    /// How account keys and fingerprint hashes are computed. Over a store, the store's recorded
+    /// scheme wins ([`Store::key_scheme`]); this one is recorded in a store that has none yet.
+    pub key_scheme: KeyScheme,
 }
 
 impl Options {
@@ -83,11 +89,12 @@ impl Options {
             secret,
             store: None,
             limits: Limits::default(),
+            key_scheme: KeyScheme::default(),
         }
     }
 }
 
-/// The key of an account: a keyed hash of tenant and normalised name.
+/// The key of an account: a keyed hash of tenant and normalised name ([`crate::keys`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountKey(pub(crate) u128);
 
@@ -108,12 +115,69 @@ impl GovClock for RateClock {
     }
 }
 
-pub(crate) type SourceLimiter = RateLimiter<
-    IpAddr,
-    DashMapStateStore<IpAddr>,
-    RateClock,
-    governor::middleware::NoOpMiddleware<Duration>,
->;
+pub(crate) type SourceLimiter =
+    RateLimiter<IpAddr, RateStore, RateClock, governor::middleware::NoOpMiddleware<Duration>>;
+
+/// Governor's per-address GCRA state (the theoretical arrival time in nanoseconds, 0 for an
+/// address never seen) in a map with the engine's hasher: governor's own `DashMapStateStore`
+/// hashes with SipHash, a fifth of the rate check's cost.
+#[derive(Default)]
+pub(crate) struct RateStore(Map<IpAddr, AtomicU64>);
+
+impl RateStore {
+    /// Governor's compare-and-swap step on one address's state, as its `InMemoryState` does it.
+    fn measure_and_replace_one<T, F, E>(state: &AtomicU64, f: F) -> std::result::Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> std::result::Result<(T, Nanos), E>,
+    {
+        let arrival = |v: u64| NonZeroU64::new(v).map(|n| Nanos::new(n.get()));
+        let mut prev = state.load(Ordering::Acquire);
+        let mut decision = f(arrival(prev));
+        while let Ok((result, new)) = decision {
+            match state.compare_exchange_weak(
+                prev,
+                new.as_u64(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(result),
+                Err(next) => prev = next,
+            }
+            decision = f(arrival(prev));
+        }
+        decision.map(|(result, _)| result)
+    }
+}
+
+impl StateStore for RateStore {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> std::result::Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> std::result::Result<(T, Nanos), E>,
+    {
+        if let Some(v) = self.0.get(key) {
+            return Self::measure_and_replace_one(&v, f);
+        }
+        let v = self.0.entry(*key).or_default();
+        Self::measure_and_replace_one(&v, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<IpAddr> for RateStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0
+            .retain(|_, v| v.load(Ordering::Relaxed) > drop_below.as_u64());
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 pub(crate) struct TenantRt {
     pub(crate) name: Arc<str>,
@@ -188,6 +252,8 @@ pub struct OutcomeEffects {
 /// The smart-lockout and password-spray engine. See the module docs.
 pub struct Engine {
     pub(crate) secret: [u8; 32],
+    /// Account keys and fingerprint hashes.
+    pub(crate) keys: Keys,
     pub(crate) policy: RwLock<Arc<Policy>>,
     pub(crate) tenants: RwLock<HashMap<Arc<str>, Arc<TenantRt>>>,
     /// Every tenant id ever issued, with its name (ids outlive policy swaps).
@@ -248,8 +314,14 @@ impl Engine {
     pub fn new(policy: Policy, opts: Options) -> Result<Engine> {
         let mut seed = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
+        // A store keeps the scheme its records were keyed with; a new one records ours.
+        let scheme = match &opts.store {
+            Some(store) => store.key_scheme(opts.key_scheme)?,
+            None => opts.key_scheme,
+        };
         let engine = Engine {
             secret: opts.secret,
+            keys: Keys::new(opts.secret, scheme),
             policy: RwLock::new(Arc::new(policy)),
             tenants: RwLock::new(HashMap::new()),
             tenant_names: RwLock::new(HashMap::new()),
@@ -394,8 +466,12 @@ impl Engine {
 
     /// A keyed hash of a fingerprint within a tenant: the only form in which one is kept.
     pub fn fingerprint_hash(&self, tenant: &str, fp: &[u8]) -> u64 {
-        let out = keyed_hash(&self.secret, &[b"fp\0", tenant.as_bytes(), b"\0", fp]);
-        u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
+        self.keys.fingerprint(tenant, fp)
+    }
+
+    /// The scheme of this engine's account keys and fingerprint hashes.
+    pub fn key_scheme(&self) -> KeyScheme {
+        self.keys.scheme()
     }
 
     /// An opaque id for a sprayed fingerprint hash, safe to show an operator.
@@ -487,13 +563,7 @@ impl Engine {
     }
 
     pub(crate) fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
-        let out = keyed_hash(
-            &self.secret,
-            &[b"acct\0", tenant.as_bytes(), b"\0", name.as_bytes()],
-        );
-        AccountKey(u128::from_le_bytes(
-            out.as_bytes()[..16].try_into().expect("16 bytes"),
-        ))
+        AccountKey(self.keys.account(tenant, name))
     }
 
     pub(crate) fn tenant(&self, name: &str) -> Result<Arc<TenantRt>> {
@@ -527,7 +597,7 @@ impl Engine {
             name: name.clone(),
             id,
             policy,
-            limiter: RateLimiter::new(quota, DashMapStateStore::default(), self.rate_clock.clone()),
+            limiter: RateLimiter::new(quota, RateStore::default(), self.rate_clock.clone()),
         });
         self.tenant_names.write().insert(id, name.clone());
         tenants.insert(name, rt.clone());
@@ -1144,29 +1214,6 @@ pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
 impl AccountState {
     fn knows_any_bad(&self, now: i64, for_ms: i64) -> bool {
         self.bad_fps.iter().any(|&(_, t)| now - t < for_ms)
-    }
-}
-
-/// BLAKE3 keyed hash of the concatenation of `parts`. Short inputs (the common case) are put
-/// together on the stack and hashed in one call, which skips the streaming hasher's set-up and
-/// per-update work; the output is the same as feeding the parts to a keyed `blake3::Hasher`.
-fn keyed_hash(key: &[u8; 32], parts: &[&[u8]]) -> blake3::Hash {
-    const STACK: usize = 512;
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    if len <= STACK {
-        let mut buf = [0u8; STACK];
-        let mut at = 0;
-        for p in parts {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        blake3::keyed_hash(key, &buf[..len])
-    } else {
-        let mut h = blake3::Hasher::new_keyed(key);
-        for p in parts {
-            h.update(p);
-        }
-        h.finalize()
     }
 }
 

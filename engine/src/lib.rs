@@ -11,6 +11,7 @@
 //! - [`policy`]: TOML policies, defaults and per-tenant overrides, validation.
 //! - [`window`]: bounded sliding-window counters.
 //! - [`normalize`], [`net`]: one account per name, one source per address and prefix.
+//! - [`keys`]: the keyed hashes of account names and fingerprints, and their schemes.
 //! - [`store`]: the store trait and the embedded sled store.
 //! - [`trace`], [`synth`], [`replay`]: the trace format, a synthetic attack generator, and replay
 //!   of a trace against a simulated directory with scoring.
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod decision;
 pub mod engine;
 pub mod error;
+pub mod keys;
 pub mod net;
 pub mod normalize;
 pub mod policy;
@@ -38,4 +40,5 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
 pub use engine::{Engine, Limits, Options, OutcomeEffects, Stats};
 pub use error::{Error, Result};
+pub use keys::KeyScheme;
 pub use policy::{FailMode, FailPolicy, Familiarity, Mode, Policy, TenantPolicy};

@@ -16,6 +16,7 @@
 //! ([`crate::Engine::flush`]), so nothing is lost once writes succeed again.
 
 use crate::error::{Error, Result};
+use crate::keys::KeyScheme;
 use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,6 +78,10 @@ pub trait Store: Send + Sync {
     fn apply(&self, batch: Batch) -> Result<()>;
     /// The per-installation secret that keys every hash, created on first use.
     fn secret(&self) -> Result<[u8; 32]>;
+    /// The scheme the store's records are keyed with ([`KeyScheme`]), recorded on first use:
+    /// `preferred` for a store that holds no record yet, [`KeyScheme::Blake3`] for one written
+    /// before schemes were recorded (records and no scheme).
+    fn key_scheme(&self, preferred: KeyScheme) -> Result<KeyScheme>;
 }
 
 /// The embedded sled store.
@@ -254,6 +259,32 @@ impl Store for SledStore {
                 })
             }
         }
+    }
+
+    fn key_scheme(&self, preferred: KeyScheme) -> Result<KeyScheme> {
+        let db = self.db()?;
+        let meta = db.open_tree("meta")?;
+        if let Some(v) = meta.get("key-scheme")? {
+            return KeyScheme::parse(&v).ok_or_else(|| Error::Corrupt {
+                key: "meta/key-scheme".into(),
+                reason: format!(
+                    "unknown scheme {:?} (written by a newer version?)",
+                    String::from_utf8_lossy(&v)
+                ),
+            });
+        }
+        let mut written = false;
+        for kind in Kind::ALL {
+            written |= !db.open_tree(kind.tree())?.is_empty();
+        }
+        let scheme = if written {
+            KeyScheme::Blake3
+        } else {
+            preferred
+        };
+        meta.insert("key-scheme", scheme.as_str())?;
+        db.flush()?;
+        Ok(scheme)
     }
 }
 

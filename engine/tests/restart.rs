@@ -4,10 +4,17 @@ mod common;
 
 use common::*;
 use portcullis_engine::store::SledStore;
-use portcullis_engine::{Engine, Familiarity, Limits, Options, Outcome, Policy, Reason, Verdict};
+use portcullis_engine::{
+    Engine, Familiarity, KeyScheme, Limits, Options, Outcome, Policy, Reason, Verdict,
+};
 use std::sync::Arc;
 
 fn open(dir: &std::path::Path) -> Engine {
+    open_preferring(dir, KeyScheme::default())
+}
+
+/// The engine over the sled store in `dir`, recording `scheme` if the store has none yet.
+fn open_preferring(dir: &std::path::Path, scheme: KeyScheme) -> Engine {
     let store = Arc::new(SledStore::open(dir).unwrap());
     let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
     Engine::new(
@@ -16,54 +23,53 @@ fn open(dir: &std::path::Path) -> Engine {
             secret,
             store: Some(store),
             limits: Limits::default(),
+            key_scheme: scheme,
         },
     )
     .unwrap()
 }
 
-#[test]
-fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let e = open(dir.path());
-        sign_in(&e, "olivia", "10.20.30.40", T0);
-        for i in 0..6 {
-            attempt(
-                &e,
-                "olivia",
-                &format!("198.18.{i}.1"),
-                &format!("g{i}"),
-                Outcome::WrongPassword,
-                T0 + MIN + i * SEC,
-            );
-        }
-        for i in 0..5 {
-            attempt(
-                &e,
-                &format!("sprayed{i}"),
-                &format!("198.19.{i}.1"),
-                "Spring2026",
-                Outcome::WrongPassword,
-                T0 + 40 * SEC + i * SEC,
-            );
-        }
-        for i in 0..11 {
-            attempt(
-                &e,
-                &format!("target{i}"),
-                "192.0.2.66",
-                &format!("x{i}"),
-                Outcome::WrongPassword,
-                T0 + 20 * SEC + i * SEC,
-            );
-        }
-        assert!(e.flush().unwrap() > 0);
-    } // dropped: nothing but sled remains
+/// Signs in, locks an account out, sprays a password and gets a source blocked, then flushes.
+fn write_history(e: &Engine) {
+    sign_in(e, "olivia", "10.20.30.40", T0);
+    for i in 0..6 {
+        attempt(
+            e,
+            "olivia",
+            &format!("198.18.{i}.1"),
+            &format!("g{i}"),
+            Outcome::WrongPassword,
+            T0 + MIN + i * SEC,
+        );
+    }
+    for i in 0..5 {
+        attempt(
+            e,
+            &format!("sprayed{i}"),
+            &format!("198.19.{i}.1"),
+            "Spring2026",
+            Outcome::WrongPassword,
+            T0 + 40 * SEC + i * SEC,
+        );
+    }
+    for i in 0..11 {
+        attempt(
+            e,
+            &format!("target{i}"),
+            "192.0.2.66",
+            &format!("x{i}"),
+            Outcome::WrongPassword,
+            T0 + 20 * SEC + i * SEC,
+        );
+    }
+    assert!(e.flush().unwrap() > 0);
+}
 
-    let e = open(dir.path());
+/// What [`write_history`] did is still in force in `e`.
+fn assert_history_kept(e: &Engine) {
     let now = T0 + MIN + 30 * SEC; // the lockout started at T0 + 1 min 5 s and lasts 60 s
     let d = attempt(
-        &e,
+        e,
         "olivia",
         "198.18.50.1",
         "g9",
@@ -76,7 +82,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
         "the lockout is still in force at {now}: {d:?}"
     );
     let d = attempt(
-        &e,
+        e,
         "olivia",
         "10.20.30.99",
         "right-password",
@@ -90,7 +96,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
     );
     // Source counters are hot state (not persisted): let the address fail once more elsewhere.
     attempt(
-        &e,
+        e,
         "somebody",
         "198.19.0.1",
         "zzz",
@@ -98,7 +104,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
         now,
     );
     let d = attempt(
-        &e,
+        e,
         "newvictim",
         "198.19.0.1",
         "Spring2026",
@@ -111,7 +117,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
         "the sprayed password is still known"
     );
     let d = attempt(
-        &e,
+        e,
         "target99",
         "192.0.2.66",
         "y",
@@ -122,6 +128,76 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
         d.reason,
         Some(Reason::SourceBlocked),
         "the source block is still in force"
+    );
+}
+
+#[test]
+fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(&open(dir.path())); // dropped: nothing but sled remains
+    assert_history_kept(&open(dir.path()));
+}
+
+#[test]
+fn a_new_store_records_its_key_scheme_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_preferring(dir.path(), KeyScheme::SipHash);
+    assert_eq!(e.key_scheme(), KeyScheme::SipHash);
+    write_history(&e);
+    drop(e);
+    // The store's scheme wins over the one asked for: its records are keyed with it.
+    let e = open_preferring(dir.path(), KeyScheme::Blake3);
+    assert_eq!(e.key_scheme(), KeyScheme::SipHash);
+    assert_history_kept(&e);
+}
+
+#[test]
+fn a_store_written_before_key_schemes_were_recorded_keeps_its_blake3_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(&open_preferring(dir.path(), KeyScheme::Blake3));
+    // Such a store has records and no scheme.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get("key-scheme").unwrap().as_deref(),
+            Some(&b"blake3"[..])
+        );
+        meta.remove("key-scheme").unwrap();
+        db.flush().unwrap();
+    }
+    let e = open_preferring(dir.path(), KeyScheme::SipHash);
+    assert_eq!(e.key_scheme(), KeyScheme::Blake3);
+    assert_history_kept(&e);
+}
+
+#[test]
+fn a_store_with_an_unknown_key_scheme_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("key-scheme", "argon9")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
+    let err = Engine::new(
+        Policy::default(),
+        Options {
+            store: Some(store),
+            ..Options::in_memory(secret)
+        },
+    )
+    .err()
+    .expect("an unknown scheme is refused")
+    .to_string();
+    assert!(
+        err.contains("meta/key-scheme") && err.contains("argon9"),
+        "{err}"
     );
 }
 
@@ -138,6 +214,7 @@ fn the_directory_mirror_survives_a_restart() {
                 secret,
                 store: Some(store),
                 limits: Limits::default(),
+                key_scheme: KeyScheme::default(),
             },
         )
         .unwrap();
@@ -161,6 +238,7 @@ fn the_directory_mirror_survives_a_restart() {
             secret,
             store: Some(store),
             limits: Limits::default(),
+            key_scheme: KeyScheme::default(),
         },
     )
     .unwrap();
@@ -204,6 +282,9 @@ impl portcullis_engine::store::Store for Faulty {
     fn secret(&self) -> portcullis_engine::Result<[u8; 32]> {
         self.inner.secret()
     }
+    fn key_scheme(&self, preferred: KeyScheme) -> portcullis_engine::Result<KeyScheme> {
+        self.inner.key_scheme(preferred)
+    }
 }
 
 #[test]
@@ -221,6 +302,7 @@ fn a_failed_flush_keeps_its_records_for_the_next_one() {
                 secret,
                 store: Some(store.clone()),
                 limits: Limits::default(),
+                key_scheme: KeyScheme::default(),
             },
         )
         .unwrap();

@@ -125,6 +125,7 @@ async fn main() {
             secret,
             store: Some(store),
             limits: Limits::default(),
+            key_scheme: portcullis_engine::KeyScheme::default(),
         },
     )
     .unwrap();

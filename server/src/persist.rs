@@ -95,6 +95,7 @@ fn try_open(
                 secret,
                 store: Some(store),
                 limits,
+                key_scheme: portcullis_engine::KeyScheme::default(),
             },
         )
         .map_err(|e| e.to_string())?;

@@ -190,6 +190,7 @@ impl Service {
                 load_policy(path)?,
                 Options {
                     limits: config.limits,
+                    key_scheme: engine.key_scheme(),
                     ..Options::in_memory(secret)
                 },
             )?)),

@@ -112,6 +112,7 @@ fn engine(store: Option<Arc<SledStore>>) -> Engine {
                 max_sources: 40_000_000,
                 ..Limits::default()
             },
+            key_scheme: portcullis_engine::KeyScheme::default(),
         },
     )
     .expect("engine")

@@ -329,7 +329,11 @@ impl RedisStore {
         let (conn, secret) = Self::connect(opts).await?;
         let engine = Arc::new(Engine::new(
             policy,
-            portcullis_engine::Options::in_memory(secret),
+            portcullis_engine::Options {
+                // The keys every instance sharing the namespace has used since the first.
+                key_scheme: portcullis_engine::KeyScheme::Blake3,
+                ..portcullis_engine::Options::in_memory(secret)
+            },
         )?);
         metrics::gauge!(crate::metrics::STORE_UP).set(1.0);
         Ok(RedisStore::new(conn, secret, engine, opts))
