@@ -15,12 +15,32 @@ use crate::clock::Timestamp;
 use crate::decision::{Attempt, Outcome, Verdict};
 use crate::engine::{Engine, Options, OutcomeEffects};
 use crate::error::Result;
-use crate::normalize::normalize;
+use crate::normalize::normalize_into;
 use crate::policy::Policy;
 use crate::state::DirectoryMirror;
 use crate::trace::{Label, TraceEvent, Truth};
 use serde::Serialize;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hasher as _;
+
+/// One account of a trace as replay counts it: a 128-bit SipHash of the tenant and the normalised
+/// name under a fixed key, so that counting an attempt allocates nothing. Two accounts of one
+/// trace share an id with a chance below 2^-64 for a billion accounts.
+type AccountId = u128;
+
+/// Maps and sets keyed by [`AccountId`] (already uniform: the cheapest hasher will do).
+type IdMap<V> = HashMap<AccountId, V, foldhash::fast::RandomState>;
+type IdSet = HashSet<AccountId, foldhash::fast::RandomState>;
+
+fn account_id(tenant: &str, account: &str) -> AccountId {
+    let mut h = SipHasher13::new_with_keys(0x7265_706c_6179, 0x0061_6363_6f75_6e74);
+    // Tenant names cannot hold a NUL, so the separator keeps the pairs apart.
+    h.write(tenant.as_bytes());
+    h.write(&[0]);
+    h.write(account.as_bytes());
+    h.finish128().as_u128()
+}
 
 /// How many harmed attempts a report describes.
 pub const HARM_EXAMPLES: usize = 20;
@@ -241,7 +261,7 @@ impl Timeline {
 /// The simulated on-premises directory.
 #[derive(Default)]
 pub struct SimDirectory {
-    accounts: HashMap<(String, String), DirectoryMirror>,
+    accounts: IdMap<DirectoryMirror>,
 }
 
 impl SimDirectory {
@@ -254,14 +274,23 @@ impl SimDirectory {
         truth: Truth,
         now: i64,
     ) -> (Outcome, bool) {
+        self.answer_id(policy, tenant, account_id(tenant, account), truth, now)
+    }
+
+    /// [`SimDirectory::answer`] for an account known by its id.
+    fn answer_id(
+        &mut self,
+        policy: &Policy,
+        tenant: &str,
+        account: AccountId,
+        truth: Truth,
+        now: i64,
+    ) -> (Outcome, bool) {
         if truth == Truth::UnknownUser {
             return (Outcome::UnknownUser, false);
         }
         let d = &policy.for_tenant(tenant).directory;
-        let m = self
-            .accounts
-            .entry((tenant.to_string(), account.to_string()))
-            .or_default();
+        let m = self.accounts.entry(account).or_default();
         if m.is_locked(now) {
             return (Outcome::Locked, false);
         }
@@ -289,10 +318,14 @@ pub struct Replayer {
     policy: Policy,
     dir: SimDirectory,
     report: Report,
-    harmed: HashSet<(String, String)>,
-    compromised: HashSet<(String, String)>,
-    locked: HashSet<(String, String)>,
-    legit_accounts: HashSet<(String, String)>,
+    harmed: IdSet,
+    compromised: IdSet,
+    locked: IdSet,
+    legit_accounts: IdSet,
+    /// Decisions by reason (`forward` for none); moved into the report by `finish`.
+    decisions: HashMap<&'static str, u64, foldhash::fast::RandomState>,
+    /// The event's normalised name (reused, so that no event allocates one).
+    name: String,
     last_maintain: i64,
     since_maintain: u64,
     timeline: Option<Timeline>,
@@ -310,10 +343,12 @@ impl Replayer {
             policy,
             dir: SimDirectory::default(),
             report: Report::default(),
-            harmed: HashSet::new(),
-            compromised: HashSet::new(),
-            locked: HashSet::new(),
-            legit_accounts: HashSet::new(),
+            harmed: IdSet::default(),
+            compromised: IdSet::default(),
+            locked: IdSet::default(),
+            legit_accounts: IdSet::default(),
+            decisions: HashMap::default(),
+            name: String::new(),
             last_maintain: i64::MIN,
             since_maintain: 0,
             timeline: None,
@@ -358,11 +393,12 @@ impl Replayer {
         self.report.events += 1;
         let legit = ev.label == Some(Label::Legit);
         let attack = ev.label == Some(Label::Attack);
-        let account = normalize(&ev.user).unwrap_or_default();
-        let key = (ev.tenant.clone(), account.clone());
+        // A name that does not normalise names no account: the engine refuses it too.
+        let named = normalize_into(&ev.user, &mut self.name).is_ok();
+        let key = account_id(&ev.tenant, if named { &self.name } else { "" });
         if legit {
             self.report.legit.attempts += 1;
-            self.legit_accounts.insert(key.clone());
+            self.legit_accounts.insert(key);
         } else if attack {
             self.report.attack.attempts += 1;
         }
@@ -376,30 +412,26 @@ impl Replayer {
         let (forwarded, id) = match &decision {
             Ok(d) => {
                 let label = d.reason.map_or("forward", |r| r.as_str());
-                *self.report.decisions.entry(label.to_string()).or_default() += 1;
+                *self.decisions.entry(label).or_default() += 1;
                 (d.verdict == Verdict::Forward, d.attempt_id)
             }
             Err(_) => {
-                *self
-                    .report
-                    .decisions
-                    .entry("invalid_input".to_string())
-                    .or_default() += 1;
+                *self.decisions.entry("invalid_input").or_default() += 1;
                 (false, None)
             }
         };
         let mut succeeded = false;
         let mut locked_now = false;
         let mut fx = OutcomeEffects::default();
-        if forwarded && !account.is_empty() {
+        if forwarded && named {
             let outcome;
             (outcome, locked_now) =
                 self.dir
-                    .answer(&self.policy, &ev.tenant, &account, ev.truth, now);
+                    .answer_id(&self.policy, &ev.tenant, key, ev.truth, now);
             succeeded = outcome == Outcome::Success;
             if locked_now {
                 self.report.directory.lockout_events += 1;
-                self.locked.insert(key.clone());
+                self.locked.insert(key);
             }
             if let Some(id) = id {
                 // The id was just issued by this engine, so the outcome cannot be refused.
@@ -479,6 +511,9 @@ impl Replayer {
         self.report.directory.legit_users_locked =
             self.locked.intersection(&self.legit_accounts).count() as u64;
         self.report.timeline = self.timeline;
+        for (label, n) in self.decisions {
+            *self.report.decisions.entry(label.to_string()).or_default() += n;
+        }
         self.report
     }
 }
