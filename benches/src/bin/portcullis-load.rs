@@ -457,6 +457,9 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
         let max = args.max_attempts;
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            // From the moment the unit was sent: without the generator's own lateness in
+            // sending it (tokio's timer wakes on whole milliseconds).
+            let mut sent_hist = hist.clone();
             let mut streams = None;
             if mode == Mode::GrpcStream {
                 if let Some(g) = grpc.as_mut() {
@@ -476,6 +479,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                 if sh.stop.load(Ordering::Relaxed) {
                     break;
                 }
+                let sent = Instant::now();
                 let r = unit(mode, &sh, &http, &base, &mut grpc, &mut streams, batch).await;
                 let done = Instant::now();
                 if !sh.recording.load(Ordering::Relaxed) || intended < record_from {
@@ -485,6 +489,8 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                     Ok((a, q)) => {
                         let us = done.duration_since(intended).as_micros().max(1) as u64;
                         hist.saturating_record(us);
+                        sent_hist
+                            .saturating_record(done.duration_since(sent).as_micros().max(1) as u64);
                         if let Some(w) = &sh.window {
                             if let Ok(mut w) = w.lock() {
                                 w.saturating_record(us);
@@ -501,7 +507,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                     }
                 }
             }
-            anyhow::Ok(hist)
+            anyhow::Ok((hist, sent_hist))
         }));
     }
     tokio::time::sleep_until(record_from.into()).await;
@@ -547,9 +553,13 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
     let seconds = started.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut sent_hist = hist.clone();
     for t in tasks {
         match tokio::time::timeout(Duration::from_secs(10), t).await {
-            Ok(Ok(Ok(h))) => hist.add(&h).expect("same bounds"),
+            Ok(Ok(Ok((h, sh)))) => {
+                hist.add(&h).expect("same bounds");
+                sent_hist.add(&sh).expect("same bounds");
+            }
             Ok(Ok(Err(e))) => bail!("a worker failed: {e:#}"),
             _ => {}
         }
@@ -583,6 +593,11 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
             "corrected_for_coordinated_omission": args.rate.is_some(),
             "count": hist.len(), "mean": hist.mean(), "p50": q(0.5), "p90": q(0.9),
             "p99": q(0.99), "p999": q(0.999), "max": hist.max(),
+            // The same units timed from when each was sent, not from when it was due.
+            "from_send": {
+                "p50": sent_hist.value_at_quantile(0.5), "p99": sent_hist.value_at_quantile(0.99),
+                "p999": sent_hist.value_at_quantile(0.999), "max": sent_hist.max(),
+            },
         }),
         intervals,
     })
