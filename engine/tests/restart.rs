@@ -138,6 +138,19 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
     assert_history_kept(&open(dir.path()));
 }
 
+/// Sets (or with `None` removes) the key scheme the sled store in `dir` records, behind the
+/// engine's back; returns what was recorded before.
+fn set_recorded_scheme(dir: &std::path::Path, scheme: Option<&str>) -> Option<Vec<u8>> {
+    let db = sled::open(dir).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    let was = match scheme {
+        Some(s) => meta.insert("key-scheme", s).unwrap(),
+        None => meta.remove("key-scheme").unwrap(),
+    };
+    db.flush().unwrap();
+    was.map(|v| v.to_vec())
+}
+
 #[test]
 fn a_new_store_records_its_key_scheme_and_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,16 +169,8 @@ fn a_store_written_before_key_schemes_were_recorded_keeps_its_blake3_keys() {
     let dir = tempfile::tempdir().unwrap();
     write_history(&open_preferring(dir.path(), KeyScheme::Blake3));
     // Such a store has records and no scheme.
-    {
-        let db = sled::open(dir.path()).unwrap();
-        let meta = db.open_tree("meta").unwrap();
-        assert_eq!(
-            meta.get("key-scheme").unwrap().as_deref(),
-            Some(&b"blake3"[..])
-        );
-        meta.remove("key-scheme").unwrap();
-        db.flush().unwrap();
-    }
+    let was = set_recorded_scheme(dir.path(), None);
+    assert_eq!(was.as_deref(), Some(&b"blake3"[..]));
     let e = open_preferring(dir.path(), KeyScheme::SipHash);
     assert_eq!(e.key_scheme(), KeyScheme::Blake3);
     assert_history_kept(&e);
@@ -175,14 +180,7 @@ fn a_store_written_before_key_schemes_were_recorded_keeps_its_blake3_keys() {
 fn a_store_with_an_unknown_key_scheme_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
-    {
-        let db = sled::open(dir.path()).unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert("key-scheme", "argon9")
-            .unwrap();
-        db.flush().unwrap();
-    }
+    set_recorded_scheme(dir.path(), Some("argon9"));
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
     let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
     let err = Engine::new(
