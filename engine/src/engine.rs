@@ -1235,3 +1235,41 @@ fn corrupt(tree: &str, key: &[u8], reason: &str) -> Error {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_store_limits_per_address_and_forgets_only_buckets_that_are_full_again() {
+        let clock = RateClock::default();
+        let quota = Quota::per_second(NonZeroU32::MIN).allow_burst(NonZeroU32::new(2).unwrap());
+        let lim: SourceLimiter = RateLimiter::new(quota, RateStore::default(), clock.clone());
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        clock.0.store(1_000, Ordering::Relaxed);
+        assert!(lim.check_key(&a).is_ok());
+        assert!(lim.check_key(&a).is_ok());
+        assert!(lim.check_key(&a).is_err(), "the burst of 2 is spent");
+        assert!(
+            lim.check_key(&b).is_ok(),
+            "another address has its own bucket"
+        );
+        lim.retain_recent();
+        assert_eq!(lim.len(), 2, "both buckets are still below full");
+        // Governor keeps a bucket while its theoretical arrival time is within one emission
+        // interval of now: `a` (spent) until 4 s, `b` (one cell) until 3 s.
+        clock.0.store(3_000, Ordering::Relaxed);
+        lim.retain_recent();
+        assert_eq!(
+            lim.len(),
+            1,
+            "the spent bucket is kept, the other is full again"
+        );
+        clock.0.store(4_000, Ordering::Relaxed);
+        lim.retain_recent();
+        assert_eq!(lim.len(), 0);
+        assert!(lim.check_key(&a).is_ok());
+        assert!(lim.check_key(&a).is_ok());
+        assert!(lim.check_key(&a).is_err());
+    }
+}
