@@ -8,6 +8,7 @@
 
 use crate::sweep::{Axis, Entry, Outcome};
 use portcullis_engine::replay::{Bucket, Report, Timeline};
+use portcullis_server::dashboard::escape as esc;
 use std::fmt::Write as _;
 
 /// Where a report came from, shown in its header.
@@ -31,22 +32,6 @@ const LEGIT_FWD: &str = "#2e7d32";
 const LEGIT_BLK: &str = "#f9a825";
 const ATTACK_FWD: &str = "#c62828";
 const ATTACK_BLK: &str = "#78909c";
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn page(title: &str, body: &str) -> String {
     format!(
