@@ -239,8 +239,8 @@ pub fn check_tenant(tenant: &str) -> Result<()> {
 pub fn lockout_views(a: &AccountState, now_ms: i64) -> Vec<LockoutView> {
     let mut out = Vec::new();
     for (kind, lock) in [
-        (LockKind::Unfamiliar, a.locks[0]),
-        (LockKind::Familiar, a.locks[1]),
+        (LockKind::Unfamiliar, a.trouble().locks[0]),
+        (LockKind::Familiar, a.trouble().locks[1]),
     ] {
         if lock.active(now_ms) {
             out.push(LockoutView {
@@ -253,13 +253,13 @@ pub fn lockout_views(a: &AccountState, now_ms: i64) -> Vec<LockoutView> {
             });
         }
     }
-    if a.mirror.is_locked(now_ms) {
+    if a.trouble().mirror.is_locked(now_ms) {
         out.push(LockoutView {
             tenant: a.tenant.to_string(),
             account: a.name.to_string(),
             kind: LockKind::Directory,
             since_ms: 0,
-            until_ms: a.mirror.locked_until,
+            until_ms: a.trouble().mirror.locked_until,
             level: 1,
         });
     }
@@ -431,7 +431,7 @@ impl Engine {
     ) -> Result<AccountExplain> {
         let (key, name) = self.admin_account_key(tenant, user)?;
         let a = self.accounts.get(&key);
-        Ok(self.explain_state(tenant, name, a.as_deref(), now))
+        Ok(self.explain_state(tenant, name, a.as_deref().map(|b| &**b), now))
     }
 
     /// Explains the account `name` (normalised) of `tenant` whose state is `a` (`None`: not
@@ -470,9 +470,9 @@ impl Engine {
         };
         view.tracked = true;
         let lw = p.lockout.window.ms();
-        view.unfamiliar_failures = a.fails[class(false)].count(now_ms, lw);
-        view.familiar_failures = a.fails[class(true)].count(now_ms, lw);
-        let bad = a.mirror.effective(now_ms, window);
+        view.unfamiliar_failures = a.trouble().fails[class(false)].count(now_ms, lw);
+        view.familiar_failures = a.trouble().fails[class(true)].count(now_ms, lw);
+        let bad = a.trouble().mirror.effective(now_ms, window);
         view.directory_bad_count = bad;
         view.pending = a.pending;
         let spent = bad + a.pending;
@@ -480,7 +480,7 @@ impl Engine {
         view.budget_left_familiar = p.budget(true).saturating_sub(spent);
         let fam_for = p.familiar.familiar_for.ms();
         view.familiar = a
-            .familiar
+            .familiar()
             .iter()
             .filter(|(_, t)| now_ms - t < fam_for)
             .map(|(k, t)| FamiliarView {
@@ -489,26 +489,26 @@ impl Engine {
             })
             .collect();
         view.lockouts = lockout_views(a, now_ms);
-        if let Some((h, at)) = a.flagged {
+        if let Some((h, at)) = a.trouble().flagged {
             view.flagged_spray = Some(self.spray_id(h));
             view.flagged_at_ms = Some(at);
         }
         let budget_until = if bad > 0 {
-            a.mirror.bad_time + window
+            a.trouble().mirror.bad_time + window
         } else {
             now_ms + window
         };
         for familiar in [false, true] {
-            let lock = a.locks[class(familiar)];
+            let lock = a.trouble().locks[class(familiar)];
             let why = if lock.active(now_ms) {
                 Some(BlockedView {
                     reason: "account_locked",
                     until_ms: lock.until,
                 })
-            } else if a.mirror.is_locked(now_ms) {
+            } else if a.trouble().mirror.is_locked(now_ms) {
                 Some(BlockedView {
                     reason: "directory_locked",
-                    until_ms: a.mirror.locked_until,
+                    until_ms: a.trouble().mirror.locked_until,
                 })
             } else if spent + 1 > p.budget(familiar) {
                 Some(BlockedView {
@@ -580,17 +580,20 @@ impl Engine {
         let policy = self.policy();
         let p = policy.for_tenant(&a.tenant);
         let lw = p.lockout.window.ms();
-        let bad = a.mirror.effective(now, p.directory.observation_window.ms());
+        let bad = a
+            .trouble()
+            .mirror
+            .effective(now, p.directory.observation_window.ms());
         AccountHeat {
             tenant: a.tenant.to_string(),
             account: a.name.to_string(),
-            unfamiliar_failures: a.fails[class(false)].count(now, lw),
-            familiar_failures: a.fails[class(true)].count(now, lw),
+            unfamiliar_failures: a.trouble().fails[class(false)].count(now, lw),
+            familiar_failures: a.trouble().fails[class(true)].count(now, lw),
             directory_bad_count: bad,
             pending: a.pending,
             directory_threshold: p.directory.lockout_threshold,
             budget_left_unfamiliar: p.budget(false).saturating_sub(bad + a.pending),
-            locked: a.locks.iter().any(|l| l.active(now)),
+            locked: a.trouble().locks.iter().any(|l| l.active(now)),
             last_seen_ms: a.last_seen,
         }
     }

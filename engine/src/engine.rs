@@ -95,8 +95,39 @@ impl Options {
 }
 
 /// The key of an account: a keyed hash of tenant and normalised name ([`crate::keys`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountKey(pub(crate) u128);
+///
+/// Held as two `u64` halves (high first: the derived order is the 128-bit value's) so that an
+/// account-map entry is 24 bytes, not the 32 a 16-aligned `u128` would pad it to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AccountKey {
+    hi: u64,
+    lo: u64,
+}
+
+impl AccountKey {
+    pub(crate) fn new(v: u128) -> Self {
+        AccountKey {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
+    }
+
+    pub(crate) fn get(self) -> u128 {
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
+    }
+
+    /// 32 bits of the key: an account's tag in distinct-account sets.
+    pub(crate) fn tag(self) -> u32 {
+        self.lo as u32
+    }
+}
+
+impl std::hash::Hash for AccountKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The key is already a keyed hash: one word of it feeds the map's hasher.
+        state.write_u64(self.hi ^ self.lo);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SourceKey {
@@ -262,7 +293,7 @@ pub struct Engine {
     pub(crate) tenants_gen: AtomicU64,
     /// This engine among all engines of the process (keys the thread-local caches).
     pub(crate) uid: u64,
-    pub(crate) accounts: Map<AccountKey, AccountState>,
+    pub(crate) accounts: Map<AccountKey, Box<AccountState>>,
     pub(crate) sources: Map<SourceKey, SourceState>,
     pub(crate) sprays: Map<u64, SprayState>,
     pub(crate) pending: Map<u64, Pending>,
@@ -489,7 +520,10 @@ impl Engine {
         NAME_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             normalize_into(user, &mut buf)?;
-            Ok((self.account_key(tenant, &buf).0, Box::from(buf.as_str())))
+            Ok((
+                self.account_key(tenant, &buf).get(),
+                Box::from(buf.as_str()),
+            ))
         })
     }
 
@@ -563,7 +597,7 @@ impl Engine {
     }
 
     pub(crate) fn account_key(&self, tenant: &str, name: &str) -> AccountKey {
-        AccountKey(self.keys.account(tenant, name))
+        AccountKey::new(self.keys.account(tenant, name))
     }
 
     pub(crate) fn tenant(&self, name: &str) -> Result<Arc<TenantRt>> {
@@ -718,7 +752,7 @@ impl Engine {
         }
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&ip));
         let fam_key = familiar_key(ip, p);
-        let acct_tag = key.0 as u32;
+        let acct_tag = key.tag();
         let mut ctx = SourceContext::default();
         if !trusted {
             for net in SourceKeys::of(ip, p).iter() {
@@ -748,9 +782,9 @@ impl Engine {
             Some(a) => a,
             None => {
                 self.accounts_hint.fetch_add(1, Ordering::Relaxed);
-                self.accounts
-                    .entry(key)
-                    .or_insert_with(|| AccountState::new(rt.name.clone(), name.into(), now))
+                self.accounts.entry(key).or_insert_with(|| {
+                    Box::new(AccountState::new(rt.name.clone(), name.into(), now))
+                })
             }
         };
         acct.last_seen = now;
@@ -799,7 +833,7 @@ impl Engine {
             .or_else(|| fingerprint.map(|f| self.fingerprint_hash(&rt.name, f)));
         let mut fx = OutcomeEffects::default();
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&pend.ip));
-        let acct_tag = pend.account.0 as u32;
+        let acct_tag = pend.account.tag();
         let sprayed_success = match (result, fp) {
             (Outcome::Success, Some(h))
                 if self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)) =>
@@ -1109,7 +1143,7 @@ impl Engine {
     ) -> Result<Batch> {
         let mut batch = Batch::default();
         for k in accounts {
-            let key = k.0.to_be_bytes().to_vec();
+            let key = k.get().to_be_bytes().to_vec();
             match self.accounts.get(k) {
                 Some(a) => batch.put(Kind::Account, key, encode(&*a)?),
                 None => batch.remove(Kind::Account, key),
@@ -1143,7 +1177,7 @@ impl Engine {
                     .map_err(|_| corrupt("accounts", &k, "key length"))?,
             );
             let state: AccountState = decode(&v).map_err(|e| corrupt("accounts", &k, &e))?;
-            self.accounts.insert(AccountKey(key), state);
+            self.accounts.insert(AccountKey::new(key), Box::new(state));
         }
         for (k, v) in store.load(Kind::Source)? {
             let (tenant, net): (u64, NetKey) =
@@ -1185,22 +1219,23 @@ impl Engine {
 pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
     let p = policy.for_tenant(&a.tenant);
     let dir_window = p.directory.observation_window.ms();
-    let near = a.mirror.effective(now, dir_window) * 2 >= p.budget(false).max(1);
+    let t = a.trouble();
+    let near = t.mirror.effective(now, dir_window) * 2 >= p.budget(false).max(1);
     let familiar = a
-        .familiar
+        .familiar()
         .iter()
         .any(|&(_, t)| now - t < p.familiar.familiar_for.ms());
     if a.pending > 0
-        || a.locks.iter().any(|l| l.active(now))
-        || a.mirror.is_locked(now)
+        || t.locks.iter().any(|l| l.active(now))
+        || t.mirror.is_locked(now)
         || near
         || familiar
-        || a.flagged.is_some()
+        || t.flagged.is_some()
     {
         return 3;
     }
-    let busy = a.mirror.effective(now, dir_window) > 0
-        || a.fails
+    let busy = t.mirror.effective(now, dir_window) > 0
+        || t.fails
             .iter()
             .any(|f| !f.is_idle(now, p.lockout.window.ms()))
         || a.knows_any_bad(now, p.lockout.remember_for.ms());
@@ -1213,7 +1248,10 @@ pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
 
 impl AccountState {
     fn knows_any_bad(&self, now: i64, for_ms: i64) -> bool {
-        self.bad_fps.iter().any(|&(_, t)| now - t < for_ms)
+        self.trouble()
+            .bad_fps
+            .iter()
+            .any(|&(_, t)| now - t < for_ms)
     }
 }
 

@@ -220,7 +220,8 @@ pub fn decide_account(
             return refuse(Reason::KnownBadPassword, None, fired, familiarity);
         }
     }
-    let lock = acct.locks[c];
+    let t = acct.trouble();
+    let lock = t.locks[c];
     if lock.active(now) {
         let counter = if familiar {
             "familiar_failures"
@@ -240,7 +241,7 @@ pub fn decide_account(
             familiarity,
         );
     }
-    if acct.mirror.is_locked(now) {
+    if t.mirror.is_locked(now) {
         let fired = Fired {
             counter: "directory_locked",
             value: 1,
@@ -248,17 +249,14 @@ pub fn decide_account(
         };
         return refuse(
             Reason::DirectoryLocked,
-            retry(acct.mirror.locked_until - now),
+            retry(t.mirror.locked_until - now),
             fired,
             familiarity,
         );
     }
     // An account that unfamiliar sources keep failing on is under attack: no exemption then.
-    let under_attack = acct.locks[0]
-        .until
-        .saturating_add(p.lockout.max_duration.ms())
-        > now
-        || acct.fails[0].count(now, p.lockout.window.ms()) >= UNDER_ATTACK_FAILURES;
+    let under_attack = t.locks[0].until.saturating_add(p.lockout.max_duration.ms()) > now
+        || t.fails[0].count(now, p.lockout.window.ms()) >= UNDER_ATTACK_FAILURES;
     if ctx.sprayed
         && familiarity == Familiarity::Unfamiliar
         && (ctx.suspicious || under_attack || !p.spray.clean_source_exempt)
@@ -271,11 +269,11 @@ pub fn decide_account(
         return refuse(Reason::SprayedPassword, None, fired, familiarity);
     }
     let window = p.directory.observation_window.ms();
-    let spent = acct.mirror.effective(now, window) + acct.pending;
+    let spent = t.mirror.effective(now, window) + acct.pending;
     let budget = p.budget(familiar);
     if spent + 1 > budget {
-        let left = if acct.mirror.effective(now, window) > 0 {
-            acct.mirror.bad_time + window - now
+        let left = if t.mirror.effective(now, window) > 0 {
+            t.mirror.bad_time + window - now
         } else {
             window
         };
@@ -335,24 +333,24 @@ pub fn account_outcome(
     match result {
         Outcome::WrongPassword => {
             acct.unknown = false;
-            acct.mirror.record_bad(
+            let t = acct.trouble_mut();
+            t.mirror.record_bad(
                 now,
                 d.observation_window.ms(),
                 d.lockout_threshold,
                 d.lockout_duration.ms(),
             );
             let w = p.lockout.window.ms();
-            acct.fails[c].add(now, w, 1);
-            if acct.fails[c].count(now, w) >= p.lockout_threshold(familiar)
-                && !acct.locks[c].active(now)
+            t.fails[c].add(now, w, 1);
+            if t.fails[c].count(now, w) >= p.lockout_threshold(familiar) && !t.locks[c].active(now)
             {
-                acct.locks[c].start(
+                t.locks[c].start(
                     now,
                     p.lockout.duration.ms(),
                     p.lockout.growth,
                     p.lockout.max_duration.ms(),
                 );
-                acct.fails[c].reset();
+                t.fails[c].reset();
                 fx.lockout_started = true;
             }
             if let Some(h) = fp {
@@ -367,23 +365,27 @@ pub fn account_outcome(
         }
         Outcome::Success | Outcome::MustChangePassword => {
             acct.unknown = false;
-            if result == Outcome::Success {
-                acct.mirror.record_success(now);
+            // An account that never failed has nothing to reset (and gets no record for it).
+            if let Some(t) = acct.existing_trouble_mut() {
+                if result == Outcome::Success {
+                    t.mirror.record_success(now);
+                }
+                t.fails[c].reset();
             }
-            acct.fails[c].reset();
             acct.add_familiar(familiar_key(ip, p), now, p.familiar.familiar_max as usize);
             if let Some(h) = fp {
                 acct.remember_good(h);
             }
             if let Some(h) = sprayed_success {
-                fx.flagged = acct.flagged.is_none();
-                acct.flagged = Some((h, now));
+                let t = acct.trouble_mut();
+                fx.flagged = t.flagged.is_none();
+                t.flagged = Some((h, now));
             }
             fx.durable = true;
         }
         Outcome::UnknownUser => acct.unknown = true,
         Outcome::Locked => {
-            acct.mirror.locked_until = now + d.lockout_duration.ms();
+            acct.trouble_mut().mirror.locked_until = now + d.lockout_duration.ms();
             fx.durable = true;
         }
         _ => {}

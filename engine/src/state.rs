@@ -8,6 +8,7 @@
 use crate::net::NetKey;
 use crate::window::{RecentSet, SlidingCount};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The directory's bad-password counter for one account, as the directory keeps it.
@@ -79,6 +80,13 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// Never locked.
+    pub const NONE: Lock = Lock {
+        until: 0,
+        since: 0,
+        level: 0,
+    };
+
     /// Whether the lockout is in force at `now`.
     pub fn active(&self, now: i64) -> bool {
         self.until > now
@@ -108,37 +116,93 @@ pub(crate) fn class(familiar: bool) -> usize {
     usize::from(familiar)
 }
 
+/// What an account has been through since it first failed: the directory mirror, failures,
+/// lockouts, wrong passwords and the spray flag. An account that never failed has none of it
+/// (see [`AccountState::trouble`]), which is most accounts: they pay no memory for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trouble {
+    /// The mirror of the directory's counter.
+    pub mirror: DirectoryMirror,
+    /// Failures within `lockout.window`: `[unfamiliar, familiar]`.
+    pub fails: [SlidingCount; 2],
+    /// Smart lockouts: `[unfamiliar, familiar]`.
+    pub locks: [Lock; 2],
+    /// Keyed hashes of recent wrong fingerprints with when they failed; at most `lockout.remember_bad`.
+    pub bad_fps: Vec<(u64, i64)>,
+    /// Set when the account signed in with a sprayed password: (spray id, when).
+    pub flagged: Option<(u64, i64)>,
+}
+
+impl Trouble {
+    /// Nothing happened: what an account without a record reads as.
+    pub const NONE: Trouble = Trouble {
+        mirror: DirectoryMirror {
+            bad_count: 0,
+            bad_time: 0,
+            locked_until: 0,
+        },
+        fails: [SlidingCount::EMPTY, SlidingCount::EMPTY],
+        locks: [Lock::NONE, Lock::NONE],
+        bad_fps: Vec::new(),
+        flagged: None,
+    };
+}
+
+static NO_TROUBLE: Trouble = Trouble::NONE;
+
+/// Familiar locations, one held inline: most accounts sign in from one place.
+type FamiliarList = SmallVec<[(NetKey, i64); 1]>;
+
 /// Everything the engine knows about one account.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// Kept small because there is one per tracked account (the engine boxes it in its map, so a
+/// map slot is a key and a pointer): the failure record lives behind [`AccountState::trouble`]
+/// and is allocated by the first failure, and one familiar location is held inline. The
+/// serialised form (stores, Redis) is the flat record every version has written: see
+/// [`AccountRecord`].
+#[derive(Clone, Debug)]
 pub struct AccountState {
     /// Tenant name.
     pub tenant: Arc<str>,
     /// Normalised sign-in name.
     pub name: Box<str>,
-    /// The mirror of the directory's counter.
-    pub mirror: DirectoryMirror,
-    /// Forwarded attempts whose outcome has not come back (counted as failures). Not persisted:
-    /// after a restart the ids are gone with the process that issued them.
-    #[serde(skip)]
-    pub pending: u32,
-    /// Failures within `lockout.window`: `[unfamiliar, familiar]`.
-    pub fails: [SlidingCount; 2],
-    /// Smart lockouts: `[unfamiliar, familiar]`.
-    pub locks: [Lock; 2],
-    /// Familiar prefixes with their last success (ms); at most `familiar.familiar_max`.
-    pub familiar: Vec<(NetKey, i64)>,
-    /// Keyed hashes of recent wrong fingerprints with when they failed; at most `lockout.remember_bad`.
-    pub bad_fps: Vec<(u64, i64)>,
+    /// Last activity (ms).
+    pub last_seen: i64,
     /// Keyed hashes of the last two distinct fingerprints the account signed in with (0: none).
     /// A wrong password equal to one of them is the owner typing a previous password after a
     /// reset: the source that types it becomes familiar.
     pub good_fps: [u64; 2],
-    /// Set when the account signed in with a sprayed password: (spray id, when).
-    pub flagged: Option<(u64, i64)>,
+    /// Forwarded attempts whose outcome has not come back (counted as failures). Not persisted:
+    /// after a restart the ids are gone with the process that issued them.
+    pub pending: u32,
     /// Whether the directory answered `unknown_user` last: such entries are evicted first.
     pub unknown: bool,
-    /// Last activity (ms).
-    pub last_seen: i64,
+    /// Familiar prefixes with their last success (ms); at most `familiar.familiar_max`.
+    familiar: FamiliarList,
+    /// The failure record; `None` until the first failure.
+    trouble: Option<Box<Trouble>>,
+}
+
+impl PartialEq for AccountState {
+    /// Equal when every field reads the same: no failure record equals an empty one.
+    fn eq(&self, o: &Self) -> bool {
+        self.tenant == o.tenant
+            && self.name == o.name
+            && self.last_seen == o.last_seen
+            && self.good_fps == o.good_fps
+            && self.pending == o.pending
+            && self.unknown == o.unknown
+            && self.familiar == o.familiar
+            && self.trouble() == o.trouble()
+    }
+}
+
+impl Eq for AccountState {}
+
+impl Default for AccountState {
+    fn default() -> Self {
+        AccountState::new("".into(), "".into(), 0)
+    }
 }
 
 impl AccountState {
@@ -147,24 +211,44 @@ impl AccountState {
         AccountState {
             tenant,
             name,
-            mirror: DirectoryMirror::default(),
-            pending: 0,
-            fails: Default::default(),
-            locks: Default::default(),
-            familiar: Vec::new(),
-            bad_fps: Vec::new(),
-            good_fps: [0; 2],
-            flagged: None,
-            unknown: false,
             last_seen: now,
+            good_fps: [0; 2],
+            pending: 0,
+            unknown: false,
+            familiar: FamiliarList::new(),
+            trouble: None,
         }
+    }
+
+    /// The failure record ([`Trouble::NONE`] when the account never failed).
+    pub fn trouble(&self) -> &Trouble {
+        self.trouble.as_deref().unwrap_or(&NO_TROUBLE)
+    }
+
+    /// The failure record to change, created on first use.
+    pub fn trouble_mut(&mut self) -> &mut Trouble {
+        self.trouble.get_or_insert_with(Box::default)
+    }
+
+    /// The failure record to change, only when there is one: for changes that leave an empty
+    /// record empty (a success resetting counters).
+    pub fn existing_trouble_mut(&mut self) -> Option<&mut Trouble> {
+        self.trouble.as_deref_mut()
+    }
+
+    /// Familiar prefixes with their last success (ms).
+    pub fn familiar(&self) -> &[(NetKey, i64)] {
+        &self.familiar
     }
 
     /// Ends both smart lockouts (admin unlock; the repeat levels and the directory mirror are
     /// kept). Returns whether one was in force at `now`.
     pub fn unlock(&mut self, now: i64) -> bool {
-        let was = self.locks.iter().any(|l| l.active(now));
-        for lock in self.locks.iter_mut() {
+        let Some(t) = self.existing_trouble_mut() else {
+            return false;
+        };
+        let was = t.locks.iter().any(|l| l.active(now));
+        for lock in t.locks.iter_mut() {
             lock.clear();
         }
         was
@@ -173,10 +257,11 @@ impl AccountState {
     /// The latest end (ms) of anything that refuses the account: its smart lockouts and the
     /// mirrored directory lock (0 when there has never been one).
     pub fn locked_until(&self) -> i64 {
-        self.locks[0]
+        let t = self.trouble();
+        t.locks[0]
             .until
-            .max(self.locks[1].until)
-            .max(self.mirror.locked_until)
+            .max(t.locks[1].until)
+            .max(t.mirror.locked_until)
     }
 
     /// Whether `loc` had a success within `for_ms`.
@@ -202,15 +287,15 @@ impl AccountState {
                 .unwrap_or(0);
             self.familiar.swap_remove(oldest);
         }
-        // Grown one entry at a time: a push would reserve room for four (192 bytes) where most
-        // accounts have one familiar location.
+        // Beyond the inline one, grown one entry at a time: few accounts have many locations.
         self.familiar.reserve_exact(1);
         self.familiar.push((loc, now));
     }
 
     /// Whether the wrong fingerprint `fp` was seen within `for_ms`.
     pub fn knows_bad(&self, fp: u64, now: i64, for_ms: i64) -> bool {
-        self.bad_fps
+        self.trouble()
+            .bad_fps
             .iter()
             .any(|&(h, t)| h == fp && now - t < for_ms)
     }
@@ -232,22 +317,99 @@ impl AccountState {
         if max == 0 {
             return;
         }
-        if let Some(e) = self.bad_fps.iter_mut().find(|e| e.0 == fp) {
+        let bad = &mut self.trouble_mut().bad_fps;
+        if let Some(e) = bad.iter_mut().find(|e| e.0 == fp) {
             e.1 = e.1.max(now);
             return;
         }
-        while self.bad_fps.len() >= max {
-            let oldest = self
-                .bad_fps
+        while bad.len() >= max {
+            let oldest = bad
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, e)| e.1)
                 .map(|(i, _)| i)
                 .unwrap_or(0);
-            self.bad_fps.swap_remove(oldest);
+            bad.swap_remove(oldest);
         }
-        self.bad_fps.reserve_exact(1);
-        self.bad_fps.push((fp, now));
+        bad.reserve_exact(1);
+        bad.push((fp, now));
+    }
+}
+
+/// The serialised form of an [`AccountState`], field for field the flat struct earlier versions
+/// derived it from (bincode in sled and Redis depends on the order): `pending` is not part of it.
+#[derive(Serialize)]
+struct AccountRecordRef<'a> {
+    tenant: &'a str,
+    name: &'a str,
+    mirror: &'a DirectoryMirror,
+    fails: &'a [SlidingCount; 2],
+    locks: &'a [Lock; 2],
+    familiar: &'a [(NetKey, i64)],
+    bad_fps: &'a [(u64, i64)],
+    good_fps: &'a [u64; 2],
+    flagged: &'a Option<(u64, i64)>,
+    unknown: bool,
+    last_seen: i64,
+}
+
+/// [`AccountRecordRef`] read back.
+#[derive(Deserialize)]
+struct AccountRecord {
+    tenant: Arc<str>,
+    name: Box<str>,
+    mirror: DirectoryMirror,
+    fails: [SlidingCount; 2],
+    locks: [Lock; 2],
+    familiar: Vec<(NetKey, i64)>,
+    bad_fps: Vec<(u64, i64)>,
+    good_fps: [u64; 2],
+    flagged: Option<(u64, i64)>,
+    unknown: bool,
+    last_seen: i64,
+}
+
+impl Serialize for AccountState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.trouble();
+        AccountRecordRef {
+            tenant: &self.tenant,
+            name: &self.name,
+            mirror: &t.mirror,
+            fails: &t.fails,
+            locks: &t.locks,
+            familiar: &self.familiar,
+            bad_fps: &t.bad_fps,
+            good_fps: &self.good_fps,
+            flagged: &t.flagged,
+            unknown: self.unknown,
+            last_seen: self.last_seen,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = AccountRecord::deserialize(d)?;
+        let trouble = Trouble {
+            mirror: r.mirror,
+            fails: r.fails,
+            locks: r.locks,
+            bad_fps: r.bad_fps,
+            flagged: r.flagged,
+        };
+        Ok(AccountState {
+            tenant: r.tenant,
+            name: r.name,
+            last_seen: r.last_seen,
+            good_fps: r.good_fps,
+            pending: 0,
+            unknown: r.unknown,
+            familiar: r.familiar.into_iter().collect(),
+            // Nothing recorded reads back as no record: the memory stays as small as it was.
+            trouble: (trouble != Trouble::NONE).then(|| Box::new(trouble)),
+        })
     }
 }
 
@@ -393,6 +555,96 @@ mod tests {
             !a.is_familiar(ip("10.0.3.1"), 200, 100),
             "familiarity expires"
         );
+    }
+
+    /// The flat struct `AccountState` derived its serde form from before the failure record was
+    /// split off: stores written by earlier versions hold exactly this.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct FlatAccount {
+        tenant: Arc<str>,
+        name: Box<str>,
+        mirror: DirectoryMirror,
+        fails: [SlidingCount; 2],
+        locks: [Lock; 2],
+        familiar: Vec<(NetKey, i64)>,
+        bad_fps: Vec<(u64, i64)>,
+        good_fps: [u64; 2],
+        flagged: Option<(u64, i64)>,
+        unknown: bool,
+        last_seen: i64,
+    }
+
+    #[test]
+    fn the_serialised_form_is_the_flat_record_earlier_versions_wrote() {
+        let ip = |s: &str| NetKey::new(s.parse().unwrap(), 24);
+        let mut fails = [SlidingCount::default(), SlidingCount::default()];
+        fails[0].add(5 * MIN, 15 * MIN, 3);
+        let flat = FlatAccount {
+            tenant: "acme".into(),
+            name: "alice@acme.example".into(),
+            mirror: DirectoryMirror {
+                bad_count: 3,
+                bad_time: 5 * MIN,
+                locked_until: 0,
+            },
+            fails,
+            locks: [
+                Lock {
+                    until: 9 * MIN,
+                    since: 4 * MIN,
+                    level: 1,
+                },
+                Lock::NONE,
+            ],
+            familiar: vec![(ip("10.1.2.3"), MIN), (ip("10.9.9.9"), 2 * MIN)],
+            bad_fps: vec![(77, 5 * MIN)],
+            good_fps: [5, 6],
+            flagged: Some((9, 3 * MIN)),
+            unknown: false,
+            last_seen: 5 * MIN,
+        };
+        let bytes = bincode::serialize(&flat).unwrap();
+        let a: AccountState = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(a.trouble().mirror.bad_count, 3);
+        assert_eq!(a.trouble().locks[0].until, 9 * MIN);
+        assert_eq!(a.trouble().bad_fps, vec![(77, 5 * MIN)]);
+        assert_eq!(a.trouble().flagged, Some((9, 3 * MIN)));
+        assert_eq!(a.familiar().len(), 2);
+        assert_eq!(
+            bincode::serialize(&a).unwrap(),
+            bytes,
+            "written back unchanged"
+        );
+
+        // An account that never failed writes the flat record's zeros and reads back without a
+        // failure record.
+        let mut quiet = AccountState::new("acme".into(), "bob".into(), MIN);
+        quiet.add_familiar(ip("10.1.2.3"), MIN, 4);
+        let bytes = bincode::serialize(&quiet).unwrap();
+        let as_flat: FlatAccount = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(as_flat.mirror, DirectoryMirror::default());
+        assert_eq!(as_flat.locks, [Lock::default(); 2]);
+        assert_eq!(as_flat.familiar, vec![(ip("10.1.2.3"), MIN)]);
+        let back: AccountState = bincode::deserialize(&bytes).unwrap();
+        assert!(back.trouble.is_none());
+        assert_eq!(back, quiet);
+    }
+
+    #[test]
+    fn only_a_failure_gives_an_account_a_failure_record() {
+        let mut a = AccountState::new("t".into(), "u".into(), 0);
+        assert!(!a.unlock(1), "nothing to unlock");
+        if let Some(t) = a.existing_trouble_mut() {
+            t.fails[0].reset();
+        }
+        a.remember_good(7);
+        assert!(a.trouble.is_none());
+        assert_eq!(a.locked_until(), 0);
+        a.remember_bad(9, 1, 4);
+        assert!(a.trouble.is_some());
+        assert!(a.knows_bad(9, 2, 100));
+        // One account is a key and a pointer in the engine's map plus this much behind the pointer.
+        assert!(std::mem::size_of::<AccountState>() <= 112);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct SlidingCount {
 }
 
 impl SlidingCount {
+    /// Nothing counted.
+    pub const EMPTY: SlidingCount = SlidingCount {
+        head: 0,
+        counts: [0; SLOTS],
+    };
+
     /// Adds `n` events at `now_ms` to a window of `window_ms`.
     pub fn add(&mut self, now_ms: i64, window_ms: i64, n: u32) {
         let slot = now_ms.div_euclid(slot_ms(window_ms));

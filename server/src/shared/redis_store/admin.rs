@@ -281,7 +281,7 @@ impl RedisStore {
             let (was, until) = self
                 .update::<AccountRec, (bool, i64)>(&key, ttl.account_ms, None, |cur| match cur {
                     None => (None, (false, 0)),
-                    Some(r) if r.state.locks.iter().all(|l| l.until == 0) => {
+                    Some(r) if r.state.trouble().locks.iter().all(|l| l.until == 0) => {
                         let until = r.state.locked_until();
                         (None, (false, until))
                     }
