@@ -558,7 +558,8 @@ mod tests {
     }
 
     /// The flat struct `AccountState` derived its serde form from before the failure record was
-    /// split off: stores written by earlier versions hold exactly this.
+    /// split off: stores written by earlier versions hold exactly this. It repeats
+    /// `AccountRecord` on purpose: a change to that struct must fail this test, not follow it.
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct FlatAccount {
         tenant: Arc<str>,
