@@ -238,9 +238,10 @@ pub fn check_tenant(tenant: &str) -> Result<()> {
 /// directory lock, in kind order.
 pub fn lockout_views(a: &AccountState, now_ms: i64) -> Vec<LockoutView> {
     let mut out = Vec::new();
+    let t = a.trouble();
     for (kind, lock) in [
-        (LockKind::Unfamiliar, a.trouble().locks[0]),
-        (LockKind::Familiar, a.trouble().locks[1]),
+        (LockKind::Unfamiliar, t.locks[0]),
+        (LockKind::Familiar, t.locks[1]),
     ] {
         if lock.active(now_ms) {
             out.push(LockoutView {
@@ -253,13 +254,13 @@ pub fn lockout_views(a: &AccountState, now_ms: i64) -> Vec<LockoutView> {
             });
         }
     }
-    if a.trouble().mirror.is_locked(now_ms) {
+    if t.mirror.is_locked(now_ms) {
         out.push(LockoutView {
             tenant: a.tenant.to_string(),
             account: a.name.to_string(),
             kind: LockKind::Directory,
             since_ms: 0,
-            until_ms: a.trouble().mirror.locked_until,
+            until_ms: t.mirror.locked_until,
             level: 1,
         });
     }
@@ -470,9 +471,10 @@ impl Engine {
         };
         view.tracked = true;
         let lw = p.lockout.window.ms();
-        view.unfamiliar_failures = a.trouble().fails[class(false)].count(now_ms, lw);
-        view.familiar_failures = a.trouble().fails[class(true)].count(now_ms, lw);
-        let bad = a.trouble().mirror.effective(now_ms, window);
+        let t = a.trouble();
+        view.unfamiliar_failures = t.fails[class(false)].count(now_ms, lw);
+        view.familiar_failures = t.fails[class(true)].count(now_ms, lw);
+        let bad = t.mirror.effective(now_ms, window);
         view.directory_bad_count = bad;
         view.pending = a.pending;
         let spent = bad + a.pending;
@@ -489,26 +491,26 @@ impl Engine {
             })
             .collect();
         view.lockouts = lockout_views(a, now_ms);
-        if let Some((h, at)) = a.trouble().flagged {
+        if let Some((h, at)) = t.flagged {
             view.flagged_spray = Some(self.spray_id(h));
             view.flagged_at_ms = Some(at);
         }
         let budget_until = if bad > 0 {
-            a.trouble().mirror.bad_time + window
+            t.mirror.bad_time + window
         } else {
             now_ms + window
         };
         for familiar in [false, true] {
-            let lock = a.trouble().locks[class(familiar)];
+            let lock = t.locks[class(familiar)];
             let why = if lock.active(now_ms) {
                 Some(BlockedView {
                     reason: "account_locked",
                     until_ms: lock.until,
                 })
-            } else if a.trouble().mirror.is_locked(now_ms) {
+            } else if t.mirror.is_locked(now_ms) {
                 Some(BlockedView {
                     reason: "directory_locked",
-                    until_ms: a.trouble().mirror.locked_until,
+                    until_ms: t.mirror.locked_until,
                 })
             } else if spent + 1 > p.budget(familiar) {
                 Some(BlockedView {
@@ -580,20 +582,18 @@ impl Engine {
         let policy = self.policy();
         let p = policy.for_tenant(&a.tenant);
         let lw = p.lockout.window.ms();
-        let bad = a
-            .trouble()
-            .mirror
-            .effective(now, p.directory.observation_window.ms());
+        let t = a.trouble();
+        let bad = t.mirror.effective(now, p.directory.observation_window.ms());
         AccountHeat {
             tenant: a.tenant.to_string(),
             account: a.name.to_string(),
-            unfamiliar_failures: a.trouble().fails[class(false)].count(now, lw),
-            familiar_failures: a.trouble().fails[class(true)].count(now, lw),
+            unfamiliar_failures: t.fails[class(false)].count(now, lw),
+            familiar_failures: t.fails[class(true)].count(now, lw),
             directory_bad_count: bad,
             pending: a.pending,
             directory_threshold: p.directory.lockout_threshold,
             budget_left_unfamiliar: p.budget(false).saturating_sub(bad + a.pending),
-            locked: a.trouble().locks.iter().any(|l| l.active(now)),
+            locked: t.locks.iter().any(|l| l.active(now)),
             last_seen_ms: a.last_seen,
         }
     }
