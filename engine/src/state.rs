@@ -199,12 +199,6 @@ impl PartialEq for AccountState {
 
 impl Eq for AccountState {}
 
-impl Default for AccountState {
-    fn default() -> Self {
-        AccountState::new("".into(), "".into(), 0)
-    }
-}
-
 impl AccountState {
     /// A fresh account.
     pub fn new(tenant: Arc<str>, name: Box<str>, now: i64) -> Self {
