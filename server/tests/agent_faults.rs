@@ -215,14 +215,7 @@ async fn agent_faults_through_the_service_never_count_against_the_account() {
     assert_eq!(x["familiar_failures"], 0, "{x}");
     assert_eq!(x["directory_bad_count"], 0, "{x}");
     assert_eq!(x["lockouts"].as_array().map(Vec::len), Some(0), "{x}");
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, &s).await;
     assert!(
         !m.contains("result=\"wrong_password\""),
         "no wrong_password recorded anywhere"

@@ -263,14 +263,7 @@ async fn metrics_parse_as_prometheus_text_and_carry_no_user_address_or_fingerpri
         "wrong_password",
     )
     .await;
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&c, &s).await;
     for needle in [
         "portcullis_decisions_total",
         "portcullis_lockouts_started_total",

@@ -64,14 +64,7 @@ async fn a_flood_stays_under_the_configured_caps_and_keeps_a_real_lockout() {
     // The gauges are refreshed by the housekeeping loop (every 5 s).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let last = loop {
-        let text = c
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics(&c, &s).await;
         if tracked(&text, "accounts").is_some_and(|n| n > 0.0) {
             break text;
         }

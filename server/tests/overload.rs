@@ -189,14 +189,7 @@ async fn sheds_beyond_max_in_flight_at_once_with_the_tenants_fail_hint() {
     assert_eq!(agent.hits(), 4, "no shed request reached the agent");
     let (status, retry, body) = shed_check(&c, &s, "acme", "alice", "198.51.100.7").await;
     assert_eq!((status, retry), (200, None), "{body}");
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, &s).await;
     assert!(
         m.contains("portcullis_shed_total{api=\"check\",fail=\"forward\"}"),
         "{m}"

@@ -51,17 +51,10 @@ async fn a_valid_edit_takes_effect_and_an_invalid_one_is_refused_keeping_the_old
         "the error names the key"
     );
     assert_eq!(version(&c, &s).await, "v2", "the old policy stays");
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&c, &s).await;
     assert!(
-        metrics.contains("portcullis_policy_reloads_total{policy=\"enforced\",result=\"refused\"}"),
-        "{metrics}"
+        text.contains("portcullis_policy_reloads_total{policy=\"enforced\",result=\"refused\"}"),
+        "{text}"
     );
     // Still deciding with v2.
     for i in 0..2 {
@@ -129,19 +122,12 @@ async fn a_shadow_policy_counts_disagreements_without_acting() {
             "the enforced policy (threshold 5) decides: {d}"
         );
     }
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&c, &s).await;
     assert!(
-        metrics.contains(
+        text.contains(
             "portcullis_shadow_disagreements_total{kind=\"would_block\",reason=\"account_locked\"}"
         ),
-        "{metrics}"
+        "{text}"
     );
     s.terminate();
 }

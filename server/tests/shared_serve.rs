@@ -239,14 +239,7 @@ async fn redis_outage_fails_closed_and_recovers() {
         let body = wait_ready(&c, s, 503).await;
         assert_eq!(body["store_reachable"], false, "{body}");
     }
-    let m = c
-        .get(servers[0].url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, &servers[0]).await;
     assert!(m.contains("portcullis_store_up 0"), "{m}");
     assert!(
         m.contains("portcullis_store_fail_mode_decisions_total{fail_mode=\"closed\"}"),

@@ -96,16 +96,6 @@ async fn readyz(c: &reqwest::Client, s: &Server) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn metrics(c: &reqwest::Client, s: &Server) -> String {
-    c.get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Some traffic on other accounts, so the store has more to write than fits in a page.
 async fn churn(c: &reqwest::Client, base: &str, round: u32) {
     for k in 0..40 {

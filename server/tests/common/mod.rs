@@ -230,6 +230,17 @@ pub async fn post_raw(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Va
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The server's Prometheus text.
+pub async fn metrics(c: &reqwest::Client, s: &Server) -> String {
+    c.get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn admin_get(c: &reqwest::Client, url: &str) -> (u16, Value) {
     let r = c.get(url).bearer_auth(TOKEN).send().await.unwrap();
     let status = r.status().as_u16();
