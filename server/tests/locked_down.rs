@@ -113,6 +113,11 @@ async fn a_trusted_proxy_forwarded_address_is_throttled_on_its_own() {
     let (first, other) = wrong_sign_ins(&s, "192.0.2.1", "192.0.2.2").await;
     assert_eq!(first, [401, 401, 401, 401, 401, 429], "{first:?}");
     assert_eq!(other, 401, "another forwarded client is not throttled");
+    // The log is read by another thread: wait for the last sign-in's line before reading it all.
+    s.stderr
+        .wait_for("the second client's sign-in logged", |l| {
+            l.contains("client=192.0.2.2")
+        });
     let log = s.stderr.text();
     assert!(log.contains("client=192.0.2.1"), "{log}");
     assert!(log.contains("client=192.0.2.2"), "{log}");
@@ -129,6 +134,11 @@ async fn an_untrusted_peer_forwarded_header_is_ignored() {
         other, 429,
         "the header changed nothing: the peer is throttled"
     );
+    // The sixth sign-in (the last with the first header) is the first throttled one: once its line
+    // is in, every line of the first six is.
+    s.stderr.wait_for("the throttled sign-in logged", |l| {
+        l.contains("throttled") && l.contains("client=127.0.0.1")
+    });
     let log = s.stderr.text();
     assert!(log.contains("client=127.0.0.1"), "{log}");
     assert!(!log.contains("192.0.2.1"), "{log}");
