@@ -17,7 +17,7 @@
 use crate::clock::Timestamp;
 use crate::decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
 use crate::error::{Error, Result};
-use crate::keys::{KeyScheme, Keys};
+use crate::keys::{KeyScheme, Keys, TenantKeys};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
@@ -213,6 +213,8 @@ impl ShrinkableKeyedStateStore<IpAddr> for RateStore {
 pub(crate) struct TenantRt {
     pub(crate) name: Arc<str>,
     pub(crate) id: u64,
+    /// The tenant's account-key and fingerprint hashers.
+    pub(crate) keys: TenantKeys,
     pub(crate) policy: Arc<TenantPolicy>,
     pub(crate) limiter: SourceLimiter,
 }
@@ -630,6 +632,7 @@ impl Engine {
         let rt = Arc::new(TenantRt {
             name: name.clone(),
             id,
+            keys: self.keys.for_tenant(&name),
             policy,
             limiter: RateLimiter::new(quota, RateStore::default(), self.rate_clock.clone()),
         });
@@ -664,9 +667,11 @@ impl Engine {
         let p = &*rt.policy;
         let ip = canonical(a.ip);
         normalize_into(a.user, buf)?;
-        let key = self.account_key(&rt.name, buf);
+        let key = AccountKey::new(self.keys.account_in(&rt.keys, &rt.name, buf));
         let name: &str = buf;
-        let fp = a.fingerprint.map(|f| self.fingerprint_hash(&rt.name, f));
+        let fp = a
+            .fingerprint
+            .map(|f| self.keys.fingerprint_in(&rt.keys, &rt.name, f));
         // Refuse before deciding when nothing more can be accounted for.
         if self.pending_full() {
             self.expire_pending(now);
@@ -830,7 +835,7 @@ impl Engine {
         let p = &*rt.policy;
         let fp = pend
             .fp
-            .or_else(|| fingerprint.map(|f| self.fingerprint_hash(&rt.name, f)));
+            .or_else(|| fingerprint.map(|f| self.keys.fingerprint_in(&rt.keys, &rt.name, f)));
         let mut fx = OutcomeEffects::default();
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&pend.ip));
         let acct_tag = pend.account.tag();

@@ -120,6 +120,54 @@ impl Keys {
     }
 }
 
+/// One tenant's keys: under SipHash, hashers that have taken in the tenant's name and separator
+/// already, so that an attempt hashes only its own name and fingerprint. SipHash is a stream
+/// over the bytes, so the result is the same as [`Keys::account`] and [`Keys::fingerprint`] give.
+#[derive(Clone, Copy)]
+pub(crate) struct TenantKeys {
+    sip: Option<(SipHasher13, SipHasher24)>,
+}
+
+impl Keys {
+    /// The keys of `tenant`, made once per tenant.
+    pub(crate) fn for_tenant(&self, tenant: &str) -> TenantKeys {
+        let sip = (self.scheme == KeyScheme::SipHash).then(|| {
+            let mut a = SipHasher13::new_with_keys(self.account.0, self.account.1);
+            a.write(tenant.as_bytes());
+            a.write(&[0]);
+            let mut f = SipHasher24::new_with_keys(self.fingerprint.0, self.fingerprint.1);
+            f.write(tenant.as_bytes());
+            f.write(&[0]);
+            (a, f)
+        });
+        TenantKeys { sip }
+    }
+
+    /// [`Keys::account`] for the tenant `tk` was made for (`tenant`).
+    #[inline]
+    pub(crate) fn account_in(&self, tk: &TenantKeys, tenant: &str, name: &str) -> u128 {
+        match tk.sip {
+            Some((mut h, _)) => {
+                h.write(name.as_bytes());
+                h.finish128().as_u128()
+            }
+            None => self.account(tenant, name),
+        }
+    }
+
+    /// [`Keys::fingerprint`] for the tenant `tk` was made for (`tenant`).
+    #[inline]
+    pub(crate) fn fingerprint_in(&self, tk: &TenantKeys, tenant: &str, fp: &[u8]) -> u64 {
+        match tk.sip {
+            Some((_, mut h)) => {
+                h.write(fp);
+                h.finish()
+            }
+            None => self.fingerprint(tenant, fp),
+        }
+    }
+}
+
 /// BLAKE3 keyed hash of the concatenation of `parts`. Short inputs (the common case) are put
 /// together on the stack and hashed in one call, which skips the streaming hasher's set-up and
 /// per-update work; the output is the same as feeding the parts to a keyed `blake3::Hasher`.
@@ -175,6 +223,34 @@ mod tests {
         assert_ne!(k.account("ab", "c"), k.account("a", "bc"));
         assert_ne!(k.fingerprint("acme", b"x"), other.fingerprint("acme", b"x"));
         assert_ne!(k.fingerprint("acme", b"x"), k.fingerprint("acmf", b"x"));
+    }
+
+    #[test]
+    fn a_tenants_keys_give_the_same_hashes_as_hashing_tenant_and_input_together() {
+        for scheme in [KeyScheme::SipHash, KeyScheme::Blake3] {
+            let k = Keys::new(SECRET, scheme);
+            // Tenant names shorter than, equal to and longer than one 8-byte SipHash block.
+            for tenant in ["a", "default", "contoso-europe"] {
+                let tk = k.for_tenant(tenant);
+                for name in [
+                    "",
+                    "x",
+                    "alice@contoso.com",
+                    "a-much-longer-name@example.org",
+                ] {
+                    assert_eq!(
+                        k.account_in(&tk, tenant, name),
+                        k.account(tenant, name),
+                        "{scheme:?} {tenant} {name}"
+                    );
+                    assert_eq!(
+                        k.fingerprint_in(&tk, tenant, name.as_bytes()),
+                        k.fingerprint(tenant, name.as_bytes()),
+                        "{scheme:?} {tenant} {name}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

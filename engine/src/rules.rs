@@ -133,19 +133,23 @@ pub fn source_finding(
 ) -> SourceFinding {
     let spray_window = p.spray.window.ms();
     let src_window = p.sources.window.ms();
-    let others = s.failed_accounts.count(now, spray_window)
-        - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
     let need = if net.is_host() {
         1
     } else {
         SUSPICIOUS_PREFIX_ACCOUNTS
     };
+    // Cheapest test first: most sources have failed against nobody, and then neither this
+    // account's membership nor the success ratio can matter.
+    let failed = s.failed_accounts.count(now, spray_window);
+    let others = || failed - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
     // A NAT whose failures are outweighed by successes (the failure_ratio rule of source blocks)
     // is busy, not suspicious.
-    let successes = s.successes.count(now, src_window);
-    let busy_and_good = successes > 0
-        && f64::from(s.fails.count(now, src_window))
-            <= p.sources.failure_ratio * f64::from(successes);
+    let busy_and_good = || {
+        let successes = s.successes.count(now, src_window);
+        successes > 0
+            && f64::from(s.fails.count(now, src_window))
+                <= p.sources.failure_ratio * f64::from(successes)
+    };
     let blocked = s.block.active(now).then(|| {
         let (counter, value, limit) = s
             .block_reason
@@ -164,7 +168,7 @@ pub fn source_finding(
     });
     SourceFinding {
         blocked,
-        suspicious: others >= need && !busy_and_good,
+        suspicious: failed >= need && others() >= need && !busy_and_good(),
     }
 }
 

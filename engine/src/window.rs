@@ -10,6 +10,7 @@
 //! members: enough to tell whether a threshold below `cap` was crossed.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// Slots per window.
 pub const SLOTS: usize = 8;
@@ -95,9 +96,12 @@ fn ring(slot: i64) -> usize {
 ///
 /// When full, a new member replaces the one seen longest ago, so the count is exact up to `cap`
 /// and never exceeds it: use a `cap` above any threshold it is compared with.
+///
+/// One member is held inline (most sources and wrong passwords meet one account), so such a set
+/// allocates nothing; it is no larger than a `Vec` and serialises as one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentSet {
-    members: Vec<(u32, i64)>,
+    members: SmallVec<[(u32, i64); 1]>,
 }
 
 impl RecentSet {
@@ -108,6 +112,10 @@ impl RecentSet {
             return;
         }
         if self.members.len() < cap.max(1) {
+            if self.members.len() == 1 && !self.members.spilled() {
+                // Leaving the inline slot: go straight to the 4 a `Vec` starts with.
+                self.members.reserve_exact(cap.clamp(2, 4) - 1);
+            }
             self.members.push((member, now_ms));
         } else if let Some(oldest) = self.members.iter_mut().min_by_key(|m| m.1) {
             *oldest = (member, now_ms);
@@ -189,6 +197,22 @@ mod tests {
     }
 
     /// The naive model: every event's timestamp in a `Vec`, counted by the same slot rule.
+    #[test]
+    fn a_recent_set_serialises_as_the_vec_of_pairs_stores_hold() {
+        let mut s = RecentSet::default();
+        for (m, t) in [(7, 10), (9, 20), (11, 30)] {
+            s.insert(m, t, 10);
+            let pairs: Vec<(u32, i64)> = s.members.iter().copied().collect();
+            let bytes = bincode::serialize(&s).unwrap();
+            assert_eq!(bytes, bincode::serialize(&pairs).unwrap());
+            assert_eq!(bincode::deserialize::<RecentSet>(&bytes).unwrap(), s);
+        }
+        assert_eq!(
+            std::mem::size_of::<RecentSet>(),
+            std::mem::size_of::<Vec<(u32, i64)>>()
+        );
+    }
+
     fn model_count(events: &[(i64, u32)], now: i64, w: i64) -> u32 {
         let sm = slot_ms(w);
         let q = now.div_euclid(sm);
