@@ -759,21 +759,28 @@ impl Engine {
         let fam_key = familiar_key(ip, p);
         let acct_tag = key.tag();
         let mut ctx = SourceContext::default();
+        // The familiar prefix is usually one of the counted prefixes: read it once, then.
+        let mut fam_read = false;
         if !trusted {
             for net in SourceKeys::of(ip, p).iter() {
+                let is_fam = net == fam_key;
+                fam_read |= is_fam;
                 if let Some(s) = self.sources.get(&SourceKey { tenant: rt.id, net }) {
                     let finding = rules::source_finding(p, net, &s, acct_tag, now);
                     if let Some(d) = finding.blocked {
                         return (d, false);
                     }
                     ctx.suspicious |= finding.suspicious;
+                    if is_fam {
+                        ctx.shared = rules::shared_familiar(p, &s, now);
+                    }
                 }
             }
             if let Some(d) = self.rate_check(rt, ip, now) {
                 return (d, false);
             }
         }
-        if p.familiar.shared_after_accounts > 0 {
+        if !fam_read && p.familiar.shared_after_accounts > 0 {
             if let Some(s) = self.sources.get(&SourceKey {
                 tenant: rt.id,
                 net: fam_key,

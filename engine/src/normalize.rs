@@ -25,6 +25,13 @@ pub fn normalize_into(name: &str, out: &mut String) -> Result<()> {
         // One copy, then lower-case in place: no per-character UTF-8 encoding.
         out.push_str(t);
         out.make_ascii_lowercase();
+        // The ASCII form of the "names an account" test below: a printable non-separator.
+        if !t
+            .bytes()
+            .any(|b| b > b' ' && b != 0x7f && !matches!(b, b'@' | b'\\' | b'/'))
+        {
+            return Err(empty_name());
+        }
     } else {
         // NFKC first: it turns ideographic and no-break spaces into plain ones, then trim them.
         let nfkc: String = name.nfkc().collect();
@@ -35,16 +42,13 @@ pub fn normalize_into(name: &str, out: &mut String) -> Result<()> {
         out.truncate(trimmed_len);
         let lead = out.len() - out.trim_start_matches(is_trimmed).len();
         out.drain(..lead);
-    }
-    // `any` stops at the first real character, almost always the first one.
-    if !out
-        .chars()
-        .any(|c| !is_trimmed(c) && !is_ignorable(c) && !is_separator(c))
-    {
-        return Err(Error::InvalidInput {
-            field: "user",
-            reason: "the name is empty after trimming and normalisation".into(),
-        });
+        // `any` stops at the first real character, almost always the first one.
+        if !out
+            .chars()
+            .any(|c| !is_trimmed(c) && !is_ignorable(c) && !is_separator(c))
+        {
+            return Err(empty_name());
+        }
     }
     if out.len() > MAX_NAME_BYTES {
         return Err(too_long());
@@ -83,6 +87,13 @@ fn is_ignorable(c: char) -> bool {
 /// The separators of `user@domain`, `DOMAIN\user` and `domain/user`.
 fn is_separator(c: char) -> bool {
     matches!(c, '@' | '\\' | '/')
+}
+
+fn empty_name() -> Error {
+    Error::InvalidInput {
+        field: "user",
+        reason: "the name is empty after trimming and normalisation".into(),
+    }
 }
 
 fn too_long() -> Error {
@@ -156,6 +167,16 @@ mod tests {
             if let Ok(once) = normalize(&s) {
                 proptest::prop_assert_eq!(normalize(&once).unwrap(), once);
             }
+        }
+
+        #[test]
+        fn the_ascii_path_refuses_exactly_the_names_the_general_rule_refuses(
+            s in "[\\x00-\\x7f]{0,12}"
+        ) {
+            let names_one = s
+                .chars()
+                .any(|c| !is_trimmed(c) && !is_ignorable(c) && !is_separator(c));
+            proptest::prop_assert_eq!(normalize(&s).is_ok(), names_one, "{:?}", s);
         }
     }
 }
