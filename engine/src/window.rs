@@ -62,14 +62,24 @@ impl SlidingCount {
     /// Events within the window ending at `now_ms`.
     pub fn count(&self, now_ms: i64, window_ms: i64) -> u32 {
         let slot = now_ms.div_euclid(slot_ms(window_ms));
-        let mut total: u32 = 0;
-        for i in 0..SLOTS as i64 {
-            let s = self.head - i;
-            if s <= slot && s > slot - SLOTS as i64 {
-                total = total.saturating_add(self.counts[ring(s)]);
-            }
+        // The ring holds slots head-7..=head; the window is slot-7..=slot.
+        let behind = slot.saturating_sub(self.head);
+        if behind >= SLOTS as i64 {
+            // Everything held is older than the window (or nothing is held).
+            return 0;
         }
-        total
+        let total: u64 = if behind == 0 {
+            // The window is exactly the ring: the common case of a counter in use.
+            self.counts.iter().map(|&c| u64::from(c)).sum()
+        } else {
+            (0..SLOTS as i64)
+                .map(|i| self.head - i)
+                .filter(|&s| s <= slot && s > slot - SLOTS as i64)
+                .map(|s| u64::from(self.counts[ring(s)]))
+                .sum()
+        };
+        // A u64 sum of eight u32s cannot overflow; clamping it equals adding with saturation.
+        total.min(u64::from(u32::MAX)) as u32
     }
 
     /// Whether nothing was ever counted (or everything was reset).
@@ -243,6 +253,38 @@ mod tests {
                 events.push((t, n));
                 c.add(t, window, n);
                 prop_assert_eq!(c.count(now, window), model_count(&events, now, window), "at now={}", now);
+            }
+        }
+
+        #[test]
+        fn a_count_at_any_time_sums_the_held_slots_inside_that_window(
+            window in 1i64..100_000,
+            ops in proptest::collection::vec((0i64..30_000, 1u32..4, -5_000i64..=0), 1..60),
+            queries in proptest::collection::vec(-200_000i64..200_000, 1..20),
+        ) {
+            let mut c = SlidingCount::default();
+            let mut events: Vec<(i64, u32)> = Vec::new();
+            let mut now = 0i64;
+            for (dt, n, jitter) in ops {
+                now += dt;
+                let t = (now + jitter).max(0);
+                events.push((t, n));
+                c.add(t, window, n);
+            }
+            // Earlier and later than the newest slot: the ring holds head-7..=head only, so the
+            // model counts the events of held slots that fall in the queried window.
+            let sm = slot_ms(window);
+            let held = |s: i64| s <= c.head && s > c.head - SLOTS as i64;
+            for q in queries {
+                let at = now + q;
+                let qs = at.div_euclid(sm);
+                let want: u32 = events
+                    .iter()
+                    .map(|&(t, n)| (t.div_euclid(sm), n))
+                    .filter(|&(s, _)| held(s) && s <= qs && s > qs - SLOTS as i64)
+                    .map(|(_, n)| n)
+                    .sum();
+                prop_assert_eq!(c.count(at, window), want, "at {}", at);
             }
         }
 
