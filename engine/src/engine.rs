@@ -36,7 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroU64};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,14 +135,39 @@ pub(crate) struct SourceKey {
     pub(crate) net: NetKey,
 }
 
-/// Governor's clock, set from the injected time before each use (never the system clock).
-#[derive(Clone, Default)]
-pub(crate) struct RateClock(pub(crate) Arc<AtomicI64>);
+/// Governor's clock: the injected time of the call in progress on this thread (never the system
+/// clock). Every use of a limiter sets it first ([`RateClock::set`]). It is per thread so that
+/// threads deciding at once never write one shared cache line; each check is measured at its
+/// own time, as if the checks had arrived in that order.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RateClock;
+
+thread_local! {
+    /// The time [`RateClock`] reads on this thread (ms).
+    static RATE_NOW: Cell<i64> = const { Cell::new(0) };
+}
+
+impl RateClock {
+    /// Sets this thread's rate-limit time to `now_ms`.
+    pub(crate) fn set(now_ms: i64) {
+        RATE_NOW.set(now_ms);
+    }
+
+    /// A limiter whose epoch is time 0. Governor measures from the clock's reading when the
+    /// limiter is made; that must not be whatever time this thread last decided at (a thread
+    /// may serve engines on different time bases, as tests and replays do).
+    fn limiter(quota: Quota) -> SourceLimiter {
+        let prev = RATE_NOW.replace(0);
+        let limiter = RateLimiter::new(quota, RateStore::default(), RateClock);
+        RATE_NOW.set(prev);
+        limiter
+    }
+}
 
 impl GovClock for RateClock {
     type Instant = Duration;
     fn now(&self) -> Duration {
-        Duration::from_millis(self.0.load(Ordering::Relaxed).max(0) as u64)
+        Duration::from_millis(RATE_NOW.get().max(0) as u64)
     }
 }
 
@@ -312,7 +337,6 @@ pub struct Engine {
     pub(crate) dirty_sprays: Set<u64>,
     pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) limits: Limits,
-    pub(crate) rate_clock: RateClock,
     pub(crate) counters: Counters,
 }
 
@@ -375,7 +399,6 @@ impl Engine {
             dirty_sprays: Set::default(),
             store: opts.store,
             limits: opts.limits,
-            rate_clock: RateClock::default(),
             counters: Counters::default(),
         };
         engine.load()?;
@@ -579,12 +602,9 @@ impl Engine {
 
     fn rate_check(&self, rt: &TenantRt, ip: IpAddr, now: i64) -> Option<Decision> {
         let p = &*rt.policy;
-        // Written only when time moved on: no shared cache line is dirtied on most attempts.
-        if self.rate_clock.0.load(Ordering::Relaxed) < now {
-            self.rate_clock.0.fetch_max(now, Ordering::Relaxed);
-        }
+        RateClock::set(now);
         let not_until = rt.limiter.check_key(&ip).err()?;
-        let wait = not_until.wait_time_from(self.rate_clock.now());
+        let wait = not_until.wait_time_from(RateClock.now());
         let fired = Fired {
             counter: "source_rate_per_second",
             value: u64::from(p.sources.rate_per_second) + 1,
@@ -634,7 +654,7 @@ impl Engine {
             id,
             keys: self.keys.for_tenant(&name),
             policy,
-            limiter: RateLimiter::new(quota, RateStore::default(), self.rate_clock.clone()),
+            limiter: RateClock::limiter(quota),
         });
         self.tenant_names.write().insert(id, name.clone());
         tenants.insert(name, rt.clone());
@@ -1024,6 +1044,7 @@ impl Engine {
         });
         self.sprays
             .retain(|_, s| s.is_sprayed(now) || now - s.last_seen < day);
+        RateClock::set(now);
         for t in self.tenants.read().values() {
             t.limiter.retain_recent();
         }
@@ -1292,11 +1313,12 @@ mod tests {
 
     #[test]
     fn rate_store_limits_per_address_and_forgets_only_buckets_that_are_full_again() {
-        let clock = RateClock::default();
+        RateClock::set(5_000_000);
         let quota = Quota::per_second(NonZeroU32::MIN).allow_burst(NonZeroU32::new(2).unwrap());
-        let lim: SourceLimiter = RateLimiter::new(quota, RateStore::default(), clock.clone());
+        // Made while this thread's clock is far ahead: the limiter still counts from time 0.
+        let lim = RateClock::limiter(quota);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        clock.0.store(1_000, Ordering::Relaxed);
+        RateClock::set(1_000);
         assert!(lim.check_key(&a).is_ok());
         assert!(lim.check_key(&a).is_ok());
         assert!(lim.check_key(&a).is_err(), "the burst of 2 is spent");
@@ -1308,14 +1330,14 @@ mod tests {
         assert_eq!(lim.len(), 2, "both buckets are still below full");
         // Governor keeps a bucket while its theoretical arrival time is within one emission
         // interval of now: `a` (spent) until 4 s, `b` (one cell) until 3 s.
-        clock.0.store(3_000, Ordering::Relaxed);
+        RateClock::set(3_000);
         lim.retain_recent();
         assert_eq!(
             lim.len(),
             1,
             "the spent bucket is kept, the other is full again"
         );
-        clock.0.store(4_000, Ordering::Relaxed);
+        RateClock::set(4_000);
         lim.retain_recent();
         assert_eq!(lim.len(), 0);
         assert!(lim.check_key(&a).is_ok());

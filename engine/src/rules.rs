@@ -422,7 +422,6 @@ pub fn source_outcome(
             }
             let fails = s.fails.count(now, window);
             let accounts = s.failed_accounts.count(now, window) as u32;
-            let successes = s.successes.count(now, window);
             let cause = if accounts > p.spray.accounts_per_source {
                 Some((
                     BlockCause::FailedAccounts,
@@ -435,8 +434,10 @@ pub fn source_outcome(
                 None
             };
             match cause {
+                // Successes are counted only when a threshold is crossed (rarely).
                 Some((cause, value, limit))
-                    if f64::from(fails) > p.sources.failure_ratio * f64::from(successes) =>
+                    if f64::from(fails)
+                        > p.sources.failure_ratio * f64::from(s.successes.count(now, window)) =>
                 {
                     s.block.start(
                         now,
