@@ -138,8 +138,8 @@ pub fn source_finding(
     } else {
         SUSPICIOUS_PREFIX_ACCOUNTS
     };
-    // Cheapest test first: most sources have failed against nobody, and then neither this
-    // account's membership nor the success ratio can matter.
+    // Cheapest test first: a source that failed against fewer than `need` accounts is not
+    // suspicious, whatever this account's membership and the success ratio.
     let failed = s.failed_accounts.count(now, spray_window);
     let others = || failed - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
     // A NAT whose failures are outweighed by successes (the failure_ratio rule of source blocks)
