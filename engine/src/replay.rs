@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::normalize::normalize_into;
 use crate::policy::Policy;
 use crate::state::DirectoryMirror;
-use crate::trace::{Label, TraceEvent, Truth};
+use crate::trace::{EventRef, Label, TraceEvent, Truth};
 use serde::Serialize;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -379,6 +379,11 @@ impl Replayer {
 
     /// Replays one event.
     pub fn feed(&mut self, ev: &TraceEvent) {
+        self.feed_ref(ev.as_ref());
+    }
+
+    /// Replays one event given by reference ([`crate::trace::EventChunk::iter`]).
+    pub fn feed_ref(&mut self, ev: EventRef<'_>) {
         let now = ev.ts_ms;
         // Housekeeping walks every entry: run it every 20,000 events, or every trace hour once
         // 2,000 events have passed, so that it bounds memory without dominating the replay.
@@ -394,8 +399,8 @@ impl Replayer {
         let legit = ev.label == Some(Label::Legit);
         let attack = ev.label == Some(Label::Attack);
         // A name that does not normalise names no account: the engine refuses it too.
-        let named = normalize_into(&ev.user, &mut self.name).is_ok();
-        let key = account_id(&ev.tenant, if named { &self.name } else { "" });
+        let named = normalize_into(ev.user, &mut self.name).is_ok();
+        let key = account_id(ev.tenant, if named { &self.name } else { "" });
         if legit {
             self.report.legit.attempts += 1;
             self.legit_accounts.insert(key);
@@ -403,8 +408,8 @@ impl Replayer {
             self.report.attack.attempts += 1;
         }
         let attempt = Attempt {
-            tenant: &ev.tenant,
-            user: &ev.user,
+            tenant: ev.tenant,
+            user: ev.user,
             ip: ev.ip,
             fingerprint: Some(ev.pw.as_bytes()),
         };
@@ -425,9 +430,9 @@ impl Replayer {
         let mut fx = OutcomeEffects::default();
         if forwarded && named {
             let outcome;
-            (outcome, locked_now) =
-                self.dir
-                    .answer_id(&self.policy, &ev.tenant, key, ev.truth, now);
+            (outcome, locked_now) = self
+                .dir
+                .answer_id(&self.policy, ev.tenant, key, ev.truth, now);
             succeeded = outcome == Outcome::Success;
             if locked_now {
                 self.report.directory.lockout_events += 1;
@@ -482,7 +487,7 @@ impl Replayer {
                     };
                     self.report.harm_examples.push(HarmExample {
                         ts: crate::trace::format_rfc3339_ms(now),
-                        user: ev.user.clone(),
+                        user: ev.user.to_owned(),
                         ip: ev.ip.to_string(),
                         reason,
                         familiarity,

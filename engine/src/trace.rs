@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -170,6 +171,141 @@ pub struct TraceEvent {
     pub app: Option<String>,
 }
 
+impl TraceEvent {
+    /// The event as an [`EventRef`], borrowing its strings.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            ts_ms: self.ts_ms,
+            tenant: &self.tenant,
+            user: &self.user,
+            ip: self.ip,
+            pw: &self.pw,
+            truth: self.truth,
+            label: self.label,
+            app: self.app.as_deref(),
+        }
+    }
+}
+
+/// One attempt with borrowed strings: a [`TraceEvent`] that owns nothing, as an [`EventChunk`]
+/// hands them out. Same fields, same meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// When the attempt arrived, in milliseconds since the Unix epoch, UTC.
+    pub ts_ms: i64,
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// The sign-in name exactly as typed.
+    pub user: &'a str,
+    /// Client address.
+    pub ip: IpAddr,
+    /// Opaque password token. Secret: never log it.
+    pub pw: &'a str,
+    /// What the directory would answer.
+    pub truth: Truth,
+    /// Scoring label, when the trace has one.
+    pub label: Option<Label>,
+    /// Client kind, when the trace has one.
+    pub app: Option<&'a str>,
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_event(&self) -> TraceEvent {
+        TraceEvent {
+            ts_ms: self.ts_ms,
+            tenant: self.tenant.to_owned(),
+            user: self.user.to_owned(),
+            ip: self.ip,
+            pw: self.pw.to_owned(),
+            truth: self.truth,
+            label: self.label,
+            app: self.app.map(str::to_owned),
+        }
+    }
+}
+
+/// A batch of events whose strings share one buffer: reading a trace into chunks that are
+/// cleared and reused allocates nothing per event ([`TraceReader::read_chunk`]).
+#[derive(Debug, Default)]
+pub struct EventChunk {
+    text: String,
+    events: Vec<Packed>,
+}
+
+/// An event of a chunk: its strings as byte ranges of the chunk's text.
+#[derive(Debug, Clone)]
+struct Packed {
+    ts_ms: i64,
+    ip: IpAddr,
+    truth: Truth,
+    label: Option<Label>,
+    tenant: Range<usize>,
+    user: Range<usize>,
+    pw: Range<usize>,
+    app: Option<Range<usize>>,
+}
+
+impl EventChunk {
+    /// An empty chunk.
+    pub fn new() -> EventChunk {
+        EventChunk::default()
+    }
+
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Drops every event, keeping the buffers for reuse.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.events.clear();
+    }
+
+    /// Appends an event.
+    pub fn push(&mut self, ev: EventRef<'_>) {
+        let mut put = |s: &str| {
+            let start = self.text.len();
+            self.text.push_str(s);
+            start..self.text.len()
+        };
+        let packed = Packed {
+            ts_ms: ev.ts_ms,
+            ip: ev.ip,
+            truth: ev.truth,
+            label: ev.label,
+            tenant: put(ev.tenant),
+            user: put(ev.user),
+            pw: put(ev.pw),
+            app: ev.app.map(put),
+        };
+        self.events.push(packed);
+    }
+
+    /// The events in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + '_ {
+        // Every range was cut at the ends of a string pushed whole, so it is in bounds and on
+        // character boundaries.
+        let text = |r: &Range<usize>| self.text.get(r.clone()).unwrap_or_default();
+        self.events.iter().map(move |p| EventRef {
+            ts_ms: p.ts_ms,
+            tenant: text(&p.tenant),
+            user: text(&p.user),
+            ip: p.ip,
+            pw: text(&p.pw),
+            truth: p.truth,
+            label: p.label,
+            app: p.app.as_ref().map(text),
+        })
+    }
+}
+
 /// A field value as found on the line: a string (borrowed when it had no escapes), something
 /// else (remembered only by kind, so that errors can say "found a number"), or absent.
 #[derive(Default)]
@@ -232,7 +368,7 @@ impl<'de: 'a, 'a> Visitor<'de> for RawFieldVisitor<'a> {
 }
 
 /// The line as deserialized, borrowing from it; converted and checked by [`parse_line`].
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct RawEvent<'a> {
     #[serde(default, borrow)]
     ts: RawField<'a>,
@@ -262,7 +398,11 @@ fn quoted(s: &str) -> String {
     }
 }
 
-fn required<'f>(f: &'f RawField<'_>, name: &'static str, line: u64) -> Result<&'f str, TraceError> {
+fn required<'a>(
+    f: RawField<'a>,
+    name: &'static str,
+    line: u64,
+) -> Result<Cow<'a, str>, TraceError> {
     match f {
         RawField::Str(s) => Ok(s),
         RawField::Missing => Err(TraceError::field(line, name, "missing (required)")),
@@ -275,11 +415,11 @@ fn required<'f>(f: &'f RawField<'_>, name: &'static str, line: u64) -> Result<&'
 }
 
 /// Optional fields: absent and `null` both mean "not given".
-fn optional<'f>(
-    f: &'f RawField<'_>,
+fn optional<'a>(
+    f: RawField<'a>,
     name: &'static str,
     line: u64,
-) -> Result<Option<&'f str>, TraceError> {
+) -> Result<Option<Cow<'a, str>>, TraceError> {
     match f {
         RawField::Str(s) => Ok(Some(s)),
         RawField::Missing | RawField::Other("null") => Ok(None),
@@ -288,6 +428,138 @@ fn optional<'f>(
             name,
             format_args!("expected a string, found {kind}"),
         )),
+    }
+}
+
+/// Whether `b` is JSON white space (what may stand between tokens).
+fn json_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The fast path of [`parse_line`]: a flat object whose keys and values are all strings without
+/// escapes or control characters, each known key at most once, which is every line the writers
+/// here produce. `None` for anything else, which serde_json then reads (and reports errors on),
+/// so a line this accepts yields exactly what serde_json would have made of it (tested).
+fn scan_flat(line: &str) -> Option<RawEvent<'_>> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && json_ws(b[*i]) {
+            *i += 1;
+        }
+    };
+    // A string starting at b[*i] == '"': its contents, if it has no escape and no control
+    // character (the end quote is the first '"', since there is no backslash before it).
+    let string = |i: &mut usize| -> Option<&str> {
+        if b.get(*i) != Some(&b'"') {
+            return None;
+        }
+        let start = *i + 1;
+        let len = b[start..].iter().position(|&c| c == b'"')?;
+        let s = &b[start..start + len];
+        if s.iter().any(|&c| c == b'\\' || c < 0x20) {
+            return None;
+        }
+        *i = start + len + 1;
+        // Quotes are ASCII, so both ends are character boundaries of the line.
+        line.get(start..start + len)
+    };
+    let mut raw = RawEvent::default();
+    let mut unknown = RawField::Missing;
+    skip_ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        skip_ws(&mut i);
+        let key = string(&mut i)?;
+        skip_ws(&mut i);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let value = string(&mut i)?;
+        let slot = match key {
+            "ts" => &mut raw.ts,
+            "tenant" => &mut raw.tenant,
+            "user" => &mut raw.user,
+            "ip" => &mut raw.ip,
+            "pw" => &mut raw.pw,
+            "truth" => &mut raw.truth,
+            "label" => &mut raw.label,
+            "app" => &mut raw.app,
+            // Unknown fields are ignored, as serde does.
+            _ => &mut unknown,
+        };
+        if !matches!(slot, RawField::Missing) {
+            // A known key given twice: serde_json's error says which.
+            return None;
+        }
+        *slot = RawField::Str(Cow::Borrowed(value));
+        unknown = RawField::Missing;
+        skip_ws(&mut i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    i += 1;
+    skip_ws(&mut i);
+    (i == b.len()).then_some(raw)
+}
+
+/// A line's fields, checked and converted; strings borrow from the line where they had no
+/// escapes.
+struct Fields<'a> {
+    ts_ms: i64,
+    tenant: Cow<'a, str>,
+    user: Cow<'a, str>,
+    ip: IpAddr,
+    pw: Cow<'a, str>,
+    truth: Truth,
+    label: Option<Label>,
+    app: Option<Cow<'a, str>>,
+}
+
+impl Fields<'_> {
+    fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            ts_ms: self.ts_ms,
+            tenant: &self.tenant,
+            user: &self.user,
+            ip: self.ip,
+            pw: &self.pw,
+            truth: self.truth,
+            label: self.label,
+            app: self.app.as_deref(),
+        }
+    }
+
+    fn into_event(self) -> TraceEvent {
+        TraceEvent {
+            ts_ms: self.ts_ms,
+            tenant: self.tenant.into_owned(),
+            user: self.user.into_owned(),
+            ip: self.ip,
+            pw: self.pw.into_owned(),
+            truth: self.truth,
+            label: self.label,
+            app: self.app.map(Cow::into_owned),
+        }
+    }
+}
+
+/// Whether a line (newline included) is blank as [`parse_line`] means it, without a UTF-8 pass
+/// over the usual line, whose first non-blank byte is ASCII.
+fn blank_line(b: &[u8]) -> bool {
+    // char::is_whitespace on ASCII: u8::is_ascii_whitespace plus the vertical tab.
+    match b.iter().find(|&&c| !(c.is_ascii_whitespace() || c == 0x0b)) {
+        None => true,
+        Some(c) if c.is_ascii() => false,
+        Some(_) => std::str::from_utf8(b).is_ok_and(|s| s.trim().is_empty()),
     }
 }
 
@@ -307,7 +579,33 @@ fn optional<'f>(
 /// assert!(parse_line("   ", 2).unwrap().is_none());
 /// ```
 pub fn parse_line(line: &str, line_no: u64) -> Result<Option<TraceEvent>, TraceError> {
+    Ok(parse_fields(line, line_no)?.map(Fields::into_event))
+}
+
+/// [`parse_line`] with serde_json alone, never the fast path: what the fast path must agree with.
+#[cfg(test)]
+fn parse_line_serde(line: &str, line_no: u64) -> Result<Option<TraceEvent>, TraceError> {
+    let Some(raw) = raw_event(line, line_no, false)? else {
+        return Ok(None);
+    };
+    Ok(Some(check_fields(raw, line_no)?.into_event()))
+}
+
+fn parse_fields(line: &str, line_no: u64) -> Result<Option<Fields<'_>>, TraceError> {
+    match raw_event(line, line_no, true)? {
+        None => Ok(None),
+        Some(raw) => check_fields(raw, line_no).map(Some),
+    }
+}
+
+/// A line's fields as found, before checking; `None` for a blank line.
+fn raw_event(line: &str, line_no: u64, fast: bool) -> Result<Option<RawEvent<'_>>, TraceError> {
     let line = line.trim_end_matches(['\n', '\r']);
+    if fast {
+        if let Some(raw) = scan_flat(line) {
+            return Ok(Some(raw));
+        }
+    }
     if line.trim().is_empty() {
         return Ok(None);
     }
@@ -319,60 +617,65 @@ pub fn parse_line(line: &str, line_no: u64) -> Result<Option<TraceEvent>, TraceE
             message: "not a JSON object".to_owned(),
         });
     }
-    let raw: RawEvent<'_> = serde_json::from_str(line).map_err(|e| json_error(&e, line_no))?;
+    serde_json::from_str(line)
+        .map(Some)
+        .map_err(|e| json_error(&e, line_no))
+}
 
-    let ts = required(&raw.ts, "ts", line_no)?;
-    let ts_ms = parse_rfc3339_ms(ts).ok_or_else(|| {
+/// Checks and converts a line's fields, in the order `ts, tenant, user, ip, pw, truth, label,
+/// app`: the first bad one is the error.
+fn check_fields(raw: RawEvent<'_>, line_no: u64) -> Result<Fields<'_>, TraceError> {
+    let ts = required(raw.ts, "ts", line_no)?;
+    let ts_ms = parse_rfc3339_ms(&ts).ok_or_else(|| {
         TraceError::field(
             line_no,
             "ts",
-            format_args!("invalid RFC 3339 instant {}", quoted(ts)),
+            format_args!("invalid RFC 3339 instant {}", quoted(&ts)),
         )
     })?;
-    let tenant = optional(&raw.tenant, "tenant", line_no)?.unwrap_or(DEFAULT_TENANT);
-    let user = required(&raw.user, "user", line_no)?;
-    let ip_text = required(&raw.ip, "ip", line_no)?;
+    let tenant = optional(raw.tenant, "tenant", line_no)?.unwrap_or(Cow::Borrowed(DEFAULT_TENANT));
+    let user = required(raw.user, "user", line_no)?;
+    let ip_text = required(raw.ip, "ip", line_no)?;
     let ip: IpAddr = ip_text.parse().map_err(|_| {
         TraceError::field(
             line_no,
             "ip",
-            format_args!("invalid IP address {}", quoted(ip_text)),
+            format_args!("invalid IP address {}", quoted(&ip_text)),
         )
     })?;
-    let pw = required(&raw.pw, "pw", line_no)?;
-    let truth_text = required(&raw.truth, "truth", line_no)?;
-    let truth = Truth::parse(truth_text).ok_or_else(|| {
+    let pw = required(raw.pw, "pw", line_no)?;
+    let truth_text = required(raw.truth, "truth", line_no)?;
+    let truth = Truth::parse(&truth_text).ok_or_else(|| {
         TraceError::field(
             line_no,
             "truth",
             format_args!(
                 "expected \"correct\", \"wrong\" or \"unknown_user\", found {}",
-                quoted(truth_text)
+                quoted(&truth_text)
             ),
         )
     })?;
-    let label = match optional(&raw.label, "label", line_no)? {
+    let label = match optional(raw.label, "label", line_no)? {
         None => None,
-        Some(s) => Some(Label::parse(s).ok_or_else(|| {
+        Some(s) => Some(Label::parse(&s).ok_or_else(|| {
             TraceError::field(
                 line_no,
                 "label",
-                format_args!("expected \"legit\" or \"attack\", found {}", quoted(s)),
+                format_args!("expected \"legit\" or \"attack\", found {}", quoted(&s)),
             )
         })?),
     };
-    let app = optional(&raw.app, "app", line_no)?.map(str::to_owned);
-
-    Ok(Some(TraceEvent {
+    let app = optional(raw.app, "app", line_no)?;
+    Ok(Fields {
         ts_ms,
-        tenant: tenant.to_owned(),
-        user: user.to_owned(),
+        tenant,
+        user,
         ip,
-        pw: pw.to_owned(),
+        pw,
         truth,
         label,
         app,
-    }))
+    })
 }
 
 /// Maps a serde_json error on a whole line to a [`TraceError::Line`] without echoing content:
@@ -703,16 +1006,25 @@ impl TraceReader {
         self.line_no
     }
 
-    fn fail(&mut self, e: TraceError) -> Option<Result<TraceEvent, TraceError>> {
-        self.done = true;
-        Some(Err(e))
+    /// Reads up to `max` more events into `chunk` (appending); returns how many it added, 0 at
+    /// the end of the trace. The events are the ones the iterator would yield, with the same
+    /// checks; on an error, those read before it stay in the chunk, and nothing more is read.
+    pub fn read_chunk(&mut self, chunk: &mut EventChunk, max: usize) -> Result<usize, TraceError> {
+        let mut n = 0;
+        while n < max {
+            match self.next_fields() {
+                None => break,
+                Some(Ok(f)) => chunk.push(f.as_ref()),
+                Some(Err(e)) => return Err(e),
+            }
+            n += 1;
+        }
+        Ok(n)
     }
-}
 
-impl Iterator for TraceReader {
-    type Item = Result<TraceEvent, TraceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next non-blank line, read into `buf`, or `None` at the end; an I/O error ends the
+    /// reader.
+    fn next_line(&mut self) -> Option<Result<u64, TraceError>> {
         loop {
             if self.done {
                 return None;
@@ -727,40 +1039,71 @@ impl Iterator for TraceReader {
                     self.line_bytes += n as u64;
                     self.line_no += 1;
                 }
-                Err(e) => return self.fail(TraceError::Io(e)),
-            }
-            let line_no = self.line_no;
-            let parsed = match std::str::from_utf8(&self.buf) {
-                Ok(line) => parse_line(line, line_no),
-                Err(e) => Err(TraceError::Line {
-                    line: line_no,
-                    field: None,
-                    message: format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
-                }),
-            };
-            match parsed {
-                Ok(None) => continue,
-                Ok(Some(ev)) => {
-                    if let Some(prev) = self.last_ts_ms {
-                        if ev.ts_ms < prev {
-                            let e = TraceError::field(
-                                line_no,
-                                "ts",
-                                format_args!(
-                                    "{} is earlier than the previous event's {} (the trace must be in time order)",
-                                    format_rfc3339_ms(ev.ts_ms),
-                                    format_rfc3339_ms(prev)
-                                ),
-                            );
-                            return self.fail(e);
-                        }
-                    }
-                    self.last_ts_ms = Some(ev.ts_ms);
-                    return Some(Ok(ev));
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(TraceError::Io(e)));
                 }
-                Err(e) => return self.fail(e),
+            }
+            if !blank_line(&self.buf) {
+                return Some(Ok(self.line_no));
             }
         }
+    }
+
+    /// The next event's fields, borrowing the line buffer; checks time order. The first error
+    /// ends the reader.
+    fn next_fields(&mut self) -> Option<Result<Fields<'_>, TraceError>> {
+        let line_no = match self.next_line()? {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        let parsed = match std::str::from_utf8(&self.buf) {
+            Ok(line) => parse_fields(line, line_no),
+            Err(e) => Err(TraceError::Line {
+                line: line_no,
+                field: None,
+                message: format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
+            }),
+        };
+        let checked = match parsed {
+            // The line is not blank (checked above), so it parsed to an event.
+            Ok(None) => Err(TraceError::Line {
+                line: line_no,
+                field: None,
+                message: "blank line not skipped".to_owned(),
+            }),
+            Ok(Some(f)) => match self.last_ts_ms {
+                Some(prev) if f.ts_ms < prev => Err(TraceError::field(
+                    line_no,
+                    "ts",
+                    format_args!(
+                        "{} is earlier than the previous event's {} (the trace must be in time order)",
+                        format_rfc3339_ms(f.ts_ms),
+                        format_rfc3339_ms(prev)
+                    ),
+                )),
+                _ => Ok(f),
+            },
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(f) => {
+                self.last_ts_ms = Some(f.ts_ms);
+                Some(Ok(f))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Iterator for TraceReader {
+    type Item = Result<TraceEvent, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_fields()?.map(Fields::into_event))
     }
 }
 
@@ -1093,5 +1436,210 @@ mod tests {
             Some(1_793_577_600_000)
         );
         assert_eq!(parse_rfc3339_ms("2026-13-01"), None);
+    }
+
+    /// A trace line's result in a comparable form (errors by field and message).
+    fn outcome(r: Result<Option<TraceEvent>, TraceError>) -> Result<Option<TraceEvent>, String> {
+        r.map_err(|e| match e {
+            TraceError::Line {
+                line,
+                field,
+                message,
+            } => format!("{line} {field:?} {message}"),
+            other => format!("{other}"),
+        })
+    }
+
+    #[test]
+    fn the_fast_path_takes_the_lines_writers_write_and_declines_the_rest() {
+        let plain = line("2026-11-03T08:00:00.123Z");
+        assert!(scan_flat(&plain).is_some());
+        assert!(scan_flat(&format!(" \t{plain} \r")).is_some());
+        for declined in [
+            r#"{"ts":"2026-11-03T08:00:00.123Z","user":"a\u0062","ip":"10.0.0.1","pw":"p","truth":"wrong"}"#,
+            r#"{"ts":"2026-11-03T08:00:00.123Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"wrong","n":5}"#,
+            r#"{"ts":"2026-11-03T08:00:00.123Z","user":"a","user":"b","ip":"10.0.0.1","pw":"p","truth":"wrong"}"#,
+            "{\"ts\":\"2026-11-03T08:00:00.123Z\",\"user\":\"a\tb\",\"ip\":\"10.0.0.1\",\"pw\":\"p\",\"truth\":\"wrong\"}",
+            r#"{"ts":"2026-11-03T08:00:00.123Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"wrong"} x"#,
+            r#"{"ts":"2026-11-03T08:00:00.123Z","user":"a","ip":"10.0.0.1","pw":"p","truth":"wrong",}"#,
+            r#"{}"#,
+            r#"["ts"]"#,
+        ] {
+            assert!(scan_flat(declined).is_none(), "{declined}");
+        }
+    }
+
+    #[test]
+    fn the_chunk_reader_yields_what_the_iterator_yields_and_stops_at_the_same_error() {
+        let good = [
+            line("2026-11-03T08:00:00.000Z"),
+            String::new(),
+            r#"{"ts":"2026-11-03T08:00:01.000Z","user":"\u00c5sa","ip":"2a01:db8::1","pw":"q\"","truth":"correct"}"#.to_owned(),
+            line("2026-11-03T08:00:01.000Z"),
+        ];
+        let bad = line("2026-11-03T07:00:00.000Z");
+        let text = format!("{}\n{bad}\n{}\n", good.join("\n"), good[0]);
+        let expected: Vec<_> = TraceReader::from_reader(io::Cursor::new(text.clone())).collect();
+        assert_eq!(
+            expected.len(),
+            4,
+            "three events, then the out-of-order error"
+        );
+        for max in [1, 2, 3, 100] {
+            let mut reader = TraceReader::from_reader(io::Cursor::new(text.clone()));
+            let mut chunk = EventChunk::new();
+            let mut got = Vec::new();
+            let err = loop {
+                chunk.clear();
+                let r = reader.read_chunk(&mut chunk, max);
+                // Events read before an error stay in the chunk.
+                got.extend(chunk.iter().map(|e| e.to_event()));
+                match r {
+                    Ok(0) => break None,
+                    Ok(n) => assert_eq!(n, chunk.len()),
+                    Err(e) => break Some(e),
+                }
+            };
+            let want: Vec<_> = expected[..3]
+                .iter()
+                .map(|r| r.as_ref().unwrap().clone())
+                .collect();
+            assert_eq!(got, want, "chunks of {max}");
+            let err = err.expect("the out-of-order line is an error");
+            assert_eq!(
+                err.to_string(),
+                expected[3].as_ref().unwrap_err().to_string()
+            );
+            assert_eq!(
+                reader.read_chunk(&mut chunk, max).unwrap(),
+                0,
+                "nothing after an error"
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_hands_back_the_events_pushed_into_it() {
+        let a = parse_line(&line("2026-11-03T08:00:00.000Z"), 1)
+            .unwrap()
+            .unwrap();
+        let b = TraceEvent {
+            app: None,
+            label: None,
+            user: "Ünïcode ".into(),
+            ..a.clone()
+        };
+        let mut chunk = EventChunk::new();
+        chunk.push(a.as_ref());
+        chunk.push(b.as_ref());
+        let back: Vec<_> = chunk.iter().map(|e| e.to_event()).collect();
+        assert_eq!(back, vec![a, b]);
+        chunk.clear();
+        assert!(chunk.is_empty() && chunk.iter().next().is_none());
+    }
+
+    mod fast_path {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON value as it may stand in a line: mostly strings (plain, with escapes, quotes,
+        /// controls or non-ASCII), sometimes another type.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => "[a-zA-Z0-9@.:_ -]{0,12}".prop_map(|s| format!("\"{s}\"")),
+                2 => prop::sample::select(vec![
+                    "\"2026-11-03T08:00:00.123Z\"", "\"2026-11-03T08:00:00Z\"", "\"192.0.2.7\"",
+                    "\"2a01:db8::1\"", "\"wrong\"", "\"correct\"", "\"unknown_user\"",
+                    "\"legit\"", "\"attack\"", "\"Wrong\"", "\"300.1.1.1\"",
+                ]).prop_map(str::to_owned),
+                1 => prop::sample::select(vec![
+                    r#""a\"b""#, r#""a\\b""#, r#""\u0041""#, "\"a\tb\"", "\"\u{3000}é\"",
+                    r#""\ud800""#, "\"a\u{1}\"", "\"unterminated",
+                ]).prop_map(str::to_owned),
+                1 => prop::sample::select(vec![
+                    "5", "-1.5e3", "null", "true", "[]", "[1,\"x\"]", "{}", "{\"a\":{\"b\":null}}",
+                ]).prop_map(str::to_owned),
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                8 => prop::sample::select(vec![
+                    "ts", "tenant", "user", "ip", "pw", "truth", "label", "app",
+                ]).prop_map(|k| format!("\"{k}\"")),
+                1 => prop::sample::select(vec![
+                    "\"extra\"", "\"Ts\"", "\"u\\u0073er\"", "\"\"", "\"other\"",
+                ]).prop_map(str::to_owned),
+            ]
+        }
+
+        fn ws() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["", "", "", " ", "\t", " \r "])
+        }
+
+        /// A line: usually a well-formed object of the usual fields in any order, with random
+        /// white space, values, extra and repeated keys; sometimes broken punctuation.
+        fn trace_line() -> impl Strategy<Value = String> {
+            let pair = (key(), ws(), ws(), value());
+            (
+                prop::collection::vec(pair, 0..10),
+                prop::collection::vec(ws(), 12),
+                prop::sample::select(vec![",", ",", ",", ",", ",", ", ", ";", ",,"]),
+                prop::sample::select(vec!["}", "}", "}", "}", "} x", "", ",}", "}}"]),
+            )
+                .prop_map(|(pairs, spaces, sep, end)| {
+                    let mut l = format!("{}{{", spaces[0]);
+                    for (i, (k, w1, w2, v)) in pairs.iter().enumerate() {
+                        if i > 0 {
+                            l.push_str(if i == 3 { sep } else { "," });
+                        }
+                        l.push_str(spaces[i % spaces.len()]);
+                        l.push_str(&format!("{k}{w1}:{w2}{v}"));
+                    }
+                    l.push_str(spaces[11]);
+                    l.push_str(end);
+                    l
+                })
+        }
+
+        /// The usual field set, shuffled, so that many cases are complete events.
+        fn full_line() -> impl Strategy<Value = String> {
+            (
+                Just(vec![
+                    ("ts", "\"2026-11-03T08:00:00.123Z\""),
+                    ("tenant", "\"contoso\""),
+                    ("user", "\"Ann@x\""),
+                    ("ip", "\"192.0.2.7\""),
+                    ("pw", "\"p\""),
+                    ("truth", "\"wrong\""),
+                    ("label", "\"attack\""),
+                    ("app", "\"legacy\""),
+                ])
+                .prop_shuffle(),
+                0usize..9,
+                value(),
+                ws(),
+            )
+                .prop_map(|(mut fields, at, v, w)| {
+                    let v: &'static str = Box::leak(v.into_boxed_str());
+                    if let Some(f) = fields.get_mut(at) {
+                        f.1 = v;
+                    }
+                    let body: Vec<String> = fields
+                        .iter()
+                        .map(|(k, v)| format!("{w}\"{k}\"{w}:{w}{v}"))
+                        .collect();
+                    format!("{{{}{w}}}", body.join(","))
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            #[test]
+            fn fast_path_and_serde_give_the_same_event_or_error(l in prop_oneof![trace_line(), full_line()]) {
+                prop_assert_eq!(outcome(parse_line(&l, 9)), outcome(parse_line_serde(&l, 9)));
+            }
+        }
     }
 }

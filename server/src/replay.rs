@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use portcullis_engine::policy::Policy;
 use portcullis_engine::replay::{Replayer, Report};
 use portcullis_engine::synth::{self, Scenario, SynthConfig};
-use portcullis_engine::trace::{TraceEvent, TraceReader};
+use portcullis_engine::trace::{EventChunk, TraceEvent, TraceReader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -130,6 +130,9 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// Events per chunk handed from the reader thread to the engine thread.
+const CHUNK_EVENTS: usize = 256;
+
 /// Replays `trace` under `policy_path`, with a reader thread and a progress bar.
 pub fn replay_file(policy_path: &Path, trace: &Path) -> Result<Report> {
     replay_file_with(load_policy(policy_path)?, trace, false)
@@ -142,39 +145,39 @@ fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
     let total = reader.total_bytes().unwrap_or(0);
     let pb = progress(total, "replay");
     let started = Instant::now();
-    let (tx, rx) = crossbeam_channel::bounded::<(Vec<TraceEvent>, u64)>(64);
-    let reader_thread = std::thread::spawn(move || -> Result<()> {
-        let mut reader = reader;
-        let mut chunk = Vec::with_capacity(4096);
-        loop {
-            match reader.next() {
-                Some(Ok(ev)) => {
-                    chunk.push(ev);
-                    if chunk.len() == 4096 {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(4096));
-                        if tx.send((full, reader.bytes_read())).is_err() {
-                            return Ok(());
-                        }
-                    }
+    // Chunks go to the engine thread full and come back empty to be refilled, so that reading
+    // allocates nothing per event once a few chunks exist; small ones let the engine start early.
+    let (tx, rx) = crossbeam_channel::bounded::<(EventChunk, u64)>(64);
+    let (back_tx, back_rx) = crossbeam_channel::unbounded::<EventChunk>();
+    let reader_thread = std::thread::Builder::new()
+        .name("trace-reader".into())
+        .spawn(move || -> Result<()> {
+            let mut reader = reader;
+            loop {
+                let mut chunk = back_rx.try_recv().unwrap_or_default();
+                chunk.clear();
+                let n = reader.read_chunk(&mut chunk, CHUNK_EVENTS)?;
+                if n > 0 && tx.send((chunk, reader.bytes_read())).is_err() {
+                    return Ok(());
                 }
-                Some(Err(e)) => return Err(anyhow::Error::new(e)),
-                None => {
-                    let _ = tx.send((chunk, reader.bytes_read()));
+                if n < CHUNK_EVENTS {
                     return Ok(());
                 }
             }
-        }
-    });
+        })
+        .context("starting the trace reader thread")?;
     let mut replayer = if timeline {
         Replayer::with_timeline(policy, TIMELINE_BUCKET_MS)?
     } else {
         Replayer::new(policy)?
     };
     for (chunk, bytes) in rx {
-        for ev in &chunk {
-            replayer.feed(ev);
+        for ev in chunk.iter() {
+            replayer.feed_ref(ev);
         }
         pb.set_position(bytes);
+        // The reader may have finished; then the chunk is simply dropped.
+        let _ = back_tx.send(chunk);
     }
     reader_thread
         .join()
@@ -190,10 +193,11 @@ fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
 /// Replays `trace` read whole into memory first, timing the replay alone as well as the whole.
 fn replay_preloaded(policy: Policy, trace: &Path, timeline: bool) -> Result<Report> {
     let started = Instant::now();
-    let reader =
+    let mut reader =
         TraceReader::open(trace).with_context(|| format!("opening trace {}", trace.display()))?;
-    let events: Vec<TraceEvent> = reader
-        .collect::<std::result::Result<_, _>>()
+    let mut events = EventChunk::new();
+    reader
+        .read_chunk(&mut events, usize::MAX)
         .with_context(|| format!("reading trace {}", trace.display()))?;
     let mut replayer = if timeline {
         Replayer::with_timeline(policy, TIMELINE_BUCKET_MS)?
@@ -201,8 +205,8 @@ fn replay_preloaded(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
         Replayer::new(policy)?
     };
     let engine_started = Instant::now();
-    for ev in &events {
-        replayer.feed(ev);
+    for ev in events.iter() {
+        replayer.feed_ref(ev);
     }
     let mut report = replayer.finish();
     let engine_seconds = engine_started.elapsed().as_secs_f64();
