@@ -294,6 +294,65 @@ pub struct Stats {
     pub evicted: u64,
 }
 
+/// An engine's keys, to prepare attempts away from the engine ([`Engine::preparer`]).
+#[derive(Clone)]
+pub struct Preparer {
+    engine: u64,
+    keys: Keys,
+    /// Tenants prepared for lately, with their hashers.
+    tenants: Vec<(Box<str>, TenantKeys)>,
+}
+
+/// Tenants a [`Preparer`] keeps hashers for.
+const PREPARER_TENANTS: usize = 8;
+
+/// The keyed hashes of a prepared attempt ([`Preparer::prepare`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreparedKeys {
+    engine: u64,
+    account: u128,
+    fingerprint: Option<u64>,
+}
+
+impl PreparedKeys {
+    /// The account's key: the keyed hash of tenant and normalised name, unique per account.
+    pub fn account(&self) -> u128 {
+        self.account
+    }
+}
+
+impl Preparer {
+    /// Normalises `user` into `name` (cleared first) and hashes the account key and the
+    /// fingerprint, as [`Engine::check`] would; a name that does not normalise is the error
+    /// `check` gives. Pass the result with `name` to [`Engine::check_prepared`].
+    pub fn prepare(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        fingerprint: Option<&[u8]>,
+        name: &mut String,
+    ) -> Result<PreparedKeys> {
+        normalize_into(user, name)?;
+        let at = match self.tenants.iter().position(|(t, _)| &**t == tenant) {
+            Some(at) => at,
+            None => {
+                if self.tenants.len() >= PREPARER_TENANTS {
+                    self.tenants.remove(0);
+                }
+                self.tenants
+                    .push((tenant.into(), self.keys.for_tenant(tenant)));
+                self.tenants.len() - 1
+            }
+        };
+        let tk = &self.tenants[at].1;
+        Ok(PreparedKeys {
+            engine: self.engine,
+            account: self.keys.account_in(tk, tenant, name),
+            fingerprint: fingerprint.map(|f| self.keys.fingerprint_in(tk, tenant, f)),
+        })
+    }
+}
+
 /// What an outcome did, for metrics and audit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutcomeEffects {
@@ -684,14 +743,67 @@ impl Engine {
         buf: &mut String,
         now: i64,
     ) -> Result<Decision> {
-        let p = &*rt.policy;
-        let ip = canonical(a.ip);
         normalize_into(a.user, buf)?;
         let key = AccountKey::new(self.keys.account_in(&rt.keys, &rt.name, buf));
-        let name: &str = buf;
         let fp = a
             .fingerprint
             .map(|f| self.keys.fingerprint_in(&rt.keys, &rt.name, f));
+        self.check_keyed(rt, key, buf, canonical(a.ip), fp, now)
+    }
+
+    /// A handle that does the stateless part of a check (normalising the name, hashing the
+    /// account key and the fingerprint) with this engine's keys, on any thread, so that a
+    /// pipeline can do it ahead of [`Engine::check_prepared`].
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            engine: self.uid,
+            keys: self.keys.clone(),
+            tenants: Vec::new(),
+        }
+    }
+
+    /// Decides on an attempt prepared by [`Preparer::prepare`] at `now`: the decision
+    /// [`Engine::check`] gives the attempt. `name` is the normalised name `prepare` wrote.
+    /// Refuses keys prepared by another engine's preparer.
+    pub fn check_prepared(
+        &self,
+        tenant: &str,
+        name: &str,
+        ip: IpAddr,
+        keys: PreparedKeys,
+        now: Timestamp,
+    ) -> Result<Decision> {
+        if keys.engine != self.uid {
+            return Err(Error::InvalidInput {
+                field: "prepared",
+                reason: "prepared with another engine's keys".into(),
+            });
+        }
+        let now = now.as_millis();
+        self.with_tenant(TenantRef::Name(tenant), |rt| {
+            self.check_keyed(
+                rt,
+                AccountKey::new(keys.account),
+                name,
+                canonical(ip),
+                keys.fingerprint,
+                now,
+            )
+        })?
+    }
+
+    /// The stateful part of a check: `key` and `fp` are the keyed hashes of the normalised
+    /// `name` and of the fingerprint, `ip` is canonical.
+    fn check_keyed(
+        &self,
+        rt: &TenantRt,
+        key: AccountKey,
+        name: &str,
+        ip: IpAddr,
+        fp: Option<u64>,
+        now: i64,
+    ) -> Result<Decision> {
+        let p = &*rt.policy;
         // Refuse before deciding when nothing more can be accounted for.
         if self.pending_full() {
             self.expire_pending(now);
@@ -1023,9 +1135,10 @@ impl Engine {
         let now = now.as_millis();
         self.expire_pending(now);
         let policy = self.policy();
+        let mut policies = PolicyOf::new(&policy);
         let mut removed = Vec::new();
         self.accounts.retain(|k, a| {
-            let keep = account_value(a, &policy, now) > 0;
+            let keep = account_value(a, policies.get(&a.tenant), now) > 0;
             if !keep {
                 removed.push(*k);
             }
@@ -1080,6 +1193,7 @@ impl Engine {
     /// Brings maps over their cap back to 90% of it, least valuable and least recently seen first.
     fn evict(&self, now: i64) {
         let policy = self.policy();
+        let mut policies = PolicyOf::new(&policy);
         if self.accounts.len() > self.limits.max_accounts {
             let target = self.limits.max_accounts * 9 / 10;
             let mut cands: Vec<(u8, i64, AccountKey)> = self
@@ -1087,7 +1201,7 @@ impl Engine {
                 .iter()
                 .map(|e| {
                     (
-                        account_value(e.value(), &policy, now),
+                        account_value(e.value(), policies.get(&e.tenant), now),
                         e.last_seen,
                         *e.key(),
                     )
@@ -1246,11 +1360,38 @@ impl Engine {
     }
 }
 
+/// Tenant policies looked up during a walk over accounts: accounts of one tenant mostly follow
+/// each other, so the last tenant's policy is reused without hashing its name again.
+struct PolicyOf<'a> {
+    policy: &'a Policy,
+    last_tenant: String,
+    last: &'a TenantPolicy,
+}
+
+impl<'a> PolicyOf<'a> {
+    fn new(policy: &'a Policy) -> Self {
+        PolicyOf {
+            policy,
+            // No tenant is named "" (and it has the defaults, as any unnamed tenant would).
+            last_tenant: String::new(),
+            last: policy.for_tenant(""),
+        }
+    }
+
+    fn get(&mut self, tenant: &str) -> &'a TenantPolicy {
+        if self.last_tenant != tenant {
+            self.last = self.policy.for_tenant(tenant);
+            self.last_tenant.clear();
+            self.last_tenant.push_str(tenant);
+        }
+        self.last
+    }
+}
+
 /// How much an account's state protects it: 0 idle (droppable), 1 low (recent failures only),
 /// 2 (an unknown user with history), 3 protected (lockout, in flight, directory counter near its
 /// threshold, familiar locations, flag): never evicted for space.
-pub(crate) fn account_value(a: &AccountState, policy: &Policy, now: i64) -> u8 {
-    let p = policy.for_tenant(&a.tenant);
+pub(crate) fn account_value(a: &AccountState, p: &TenantPolicy, now: i64) -> u8 {
     let dir_window = p.directory.observation_window.ms();
     let t = a.trouble();
     let near = t.mirror.effective(now, dir_window) * 2 >= p.budget(false).max(1);

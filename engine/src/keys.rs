@@ -57,6 +57,7 @@ pub(crate) struct TenantKeys {
 }
 
 /// The keys of one engine: the scheme, the secret and the subkeys derived from it.
+#[derive(Clone)]
 pub(crate) struct Keys {
     scheme: KeyScheme,
     secret: [u8; 32],

@@ -38,7 +38,7 @@ pub mod window;
 
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
-pub use engine::{Engine, Limits, Options, OutcomeEffects, Stats};
+pub use engine::{Engine, Limits, Options, OutcomeEffects, PreparedKeys, Preparer, Stats};
 pub use error::{Error, Result};
 pub use keys::KeyScheme;
 pub use policy::{FailMode, FailPolicy, Familiarity, Mode, Policy, TenantPolicy};

@@ -12,26 +12,25 @@
 //! longer, neighbouring buckets are merged and the bucket width doubles.
 
 use crate::clock::Timestamp;
-use crate::decision::{Attempt, Outcome, Verdict};
-use crate::engine::{Engine, Options, OutcomeEffects};
+use crate::decision::{Attempt, Outcome, Reason, Verdict};
+use crate::engine::{Engine, Options, OutcomeEffects, PreparedKeys, Preparer};
 use crate::error::Result;
-use crate::normalize::normalize_into;
-use crate::policy::Policy;
+use crate::policy::{DirectoryPolicy, Policy};
 use crate::state::DirectoryMirror;
-use crate::trace::{EventRef, Label, TraceEvent, Truth};
+use crate::trace::{EventChunk, EventRef, Label, TraceError, TraceEvent, TraceReader, Truth};
 use serde::Serialize;
 use siphasher::sip128::{Hasher128, SipHasher13};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher as _;
+use std::ops::Range;
 
 /// One account of a trace as replay counts it: a 128-bit SipHash of the tenant and the normalised
 /// name under a fixed key, so that counting an attempt allocates nothing. Two accounts of one
 /// trace share an id with a chance below 2^-64 for a billion accounts.
 type AccountId = u128;
 
-/// Maps and sets keyed by [`AccountId`] (already uniform: the cheapest hasher will do).
+/// Maps keyed by [`AccountId`] (already uniform: the cheapest hasher will do).
 type IdMap<V> = HashMap<AccountId, V, foldhash::fast::RandomState>;
-type IdSet = HashSet<AccountId, foldhash::fast::RandomState>;
 
 fn account_id(tenant: &str, account: &str) -> AccountId {
     let mut h = SipHasher13::new_with_keys(0x7265_706c_6179, 0x0061_6363_6f75_6e74);
@@ -287,28 +286,128 @@ impl SimDirectory {
         now: i64,
     ) -> (Outcome, bool) {
         if truth == Truth::UnknownUser {
+            // Before the entry: an unknown user has no record.
             return (Outcome::UnknownUser, false);
         }
         let d = &policy.for_tenant(tenant).directory;
-        let m = self.accounts.entry(account).or_default();
-        if m.is_locked(now) {
-            return (Outcome::Locked, false);
+        directory_answer(self.accounts.entry(account).or_default(), d, truth, now)
+    }
+}
+
+/// The directory answers one forwarded attempt on the account whose record is `m`: whether the
+/// attempt signs in, and whether it locked the account.
+fn directory_answer(
+    m: &mut DirectoryMirror,
+    d: &DirectoryPolicy,
+    truth: Truth,
+    now: i64,
+) -> (Outcome, bool) {
+    if truth == Truth::UnknownUser {
+        return (Outcome::UnknownUser, false);
+    }
+    if m.is_locked(now) {
+        return (Outcome::Locked, false);
+    }
+    match truth {
+        Truth::Correct => {
+            m.record_success(now);
+            (Outcome::Success, false)
         }
-        match truth {
-            Truth::Correct => {
-                m.record_success(now);
-                (Outcome::Success, false)
-            }
-            _ => {
-                let locked = m.record_bad(
-                    now,
-                    d.observation_window.ms(),
-                    d.lockout_threshold,
-                    d.lockout_duration.ms(),
-                );
-                (Outcome::WrongPassword, locked)
-            }
+        _ => {
+            let locked = m.record_bad(
+                now,
+                d.observation_window.ms(),
+                d.lockout_threshold,
+                d.lockout_duration.ms(),
+            );
+            (Outcome::WrongPassword, locked)
         }
+    }
+}
+
+/// What replay keeps per account: the simulated directory's record of it and scoring marks.
+#[derive(Default)]
+struct Scored {
+    dir: DirectoryMirror,
+    /// [`LEGIT`], [`HARMED`], [`COMPROMISED`], [`LOCKED`].
+    marks: u8,
+}
+
+/// The account had legit traffic.
+const LEGIT: u8 = 1;
+/// A legit right-password attempt on it did not succeed.
+const HARMED: u8 = 2;
+/// An attacker signed in to it.
+const COMPROMISED: u8 = 4;
+/// The directory locked it.
+const LOCKED: u8 = 8;
+
+/// Slots of [`Replayer::decisions`]: one per [`Reason`] (`reason as usize`), then these two.
+const FORWARD: usize = Reason::ALL.len();
+const INVALID_INPUT: usize = Reason::ALL.len() + 1;
+
+/// Events read ahead with the engine's stateless work on them done ([`ChunkReader`]): each
+/// event's normalised name and keyed hashes, for [`Replayer::feed_chunk`]. Cleared and reused, a
+/// chunk allocates nothing per event.
+#[derive(Debug, Default)]
+pub struct PreparedChunk {
+    events: EventChunk,
+    /// The normalised names, one after another.
+    names: String,
+    /// Per event: its normalised name in `names`, and its keys (`None` when the name does not
+    /// normalise).
+    prepared: Vec<(Range<usize>, Option<PreparedKeys>)>,
+}
+
+impl PreparedChunk {
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Drops every event, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.names.clear();
+        self.prepared.clear();
+    }
+}
+
+/// Reads a trace into [`PreparedChunk`]s, preparing each event with a replayer's engine keys
+/// ([`Replayer::chunk_reader`]). Meant for a reader thread ahead of the replayer's.
+pub struct ChunkReader {
+    reader: TraceReader,
+    preparer: Preparer,
+    name: String,
+}
+
+impl ChunkReader {
+    /// Clears `chunk` and reads up to `max` events into it, prepared; returns how many, 0 at the
+    /// end of the trace. On an error the events before it stay in the chunk (prepared), as
+    /// [`TraceReader::read_chunk`] leaves them.
+    pub fn read(&mut self, chunk: &mut PreparedChunk, max: usize) -> Result<usize, TraceError> {
+        chunk.clear();
+        let read = self.reader.read_chunk(&mut chunk.events, max);
+        for ev in chunk.events.iter() {
+            let keys = self
+                .preparer
+                .prepare(ev.tenant, ev.user, Some(ev.pw.as_bytes()), &mut self.name)
+                .ok();
+            let start = chunk.names.len();
+            chunk.names.push_str(&self.name);
+            chunk.prepared.push((start..chunk.names.len(), keys));
+        }
+        read
+    }
+
+    /// The trace reader (for its progress).
+    pub fn trace(&self) -> &TraceReader {
+        &self.reader
     }
 }
 
@@ -316,14 +415,14 @@ impl SimDirectory {
 pub struct Replayer {
     engine: Engine,
     policy: Policy,
-    dir: SimDirectory,
+    /// Every account seen, by id: the simulated directory and the scoring marks.
+    accounts: IdMap<Scored>,
     report: Report,
-    harmed: IdSet,
-    compromised: IdSet,
-    locked: IdSet,
-    legit_accounts: IdSet,
-    /// Decisions by reason (`forward` for none); moved into the report by `finish`.
-    decisions: HashMap<&'static str, u64, foldhash::fast::RandomState>,
+    /// Decisions by reason, forwarded and invalid ([`FORWARD`], [`INVALID_INPUT`]); added to
+    /// the report by `finish`.
+    decisions: [u64; Reason::ALL.len() + 2],
+    /// The engine's keys, to prepare events fed one by one.
+    preparer: Preparer,
     /// The event's normalised name (reused, so that no event allocates one).
     name: String,
     last_maintain: i64,
@@ -339,15 +438,12 @@ impl Replayer {
             Options::in_memory(*b"portcullis-replay-secret-key-32b"),
         )?;
         Ok(Replayer {
+            preparer: engine.preparer(),
             engine,
             policy,
-            dir: SimDirectory::default(),
+            accounts: IdMap::default(),
             report: Report::default(),
-            harmed: IdSet::default(),
-            compromised: IdSet::default(),
-            locked: IdSet::default(),
-            legit_accounts: IdSet::default(),
-            decisions: HashMap::default(),
+            decisions: [0; Reason::ALL.len() + 2],
             name: String::new(),
             last_maintain: i64::MIN,
             since_maintain: 0,
@@ -384,6 +480,36 @@ impl Replayer {
 
     /// Replays one event given by reference ([`crate::trace::EventChunk::iter`]).
     pub fn feed_ref(&mut self, ev: EventRef<'_>) {
+        let mut name = std::mem::take(&mut self.name);
+        let prepared = self
+            .preparer
+            .prepare(ev.tenant, ev.user, Some(ev.pw.as_bytes()), &mut name)
+            .ok();
+        self.feed_prepared(ev, prepared.map(|k| (k, name.as_str())));
+        self.name = name;
+    }
+
+    /// A reader of `reader`'s events into [`PreparedChunk`]s for [`Replayer::feed_chunk`], to
+    /// run on another thread: it does the engine's stateless work (normalising, hashing) ahead.
+    pub fn chunk_reader(&self, reader: TraceReader) -> ChunkReader {
+        ChunkReader {
+            reader,
+            preparer: self.engine.preparer(),
+            name: String::new(),
+        }
+    }
+
+    /// Replays a chunk's events in order, as [`Replayer::feed`] would one by one.
+    pub fn feed_chunk(&mut self, chunk: &PreparedChunk) {
+        for (ev, (name, keys)) in chunk.events.iter().zip(&chunk.prepared) {
+            let name = chunk.names.get(name.clone()).unwrap_or_default();
+            self.feed_prepared(ev, keys.map(|k| (k, name)));
+        }
+    }
+
+    /// Replays one event whose name was normalised into `prepared`'s name and hashed with this
+    /// replayer's engine's keys; `None` when the name does not normalise.
+    fn feed_prepared(&mut self, ev: EventRef<'_>, prepared: Option<(PreparedKeys, &str)>) {
         let now = ev.ts_ms;
         // Housekeeping walks every entry: run it every 20,000 events, or every trace hour once
         // 2,000 events have passed, so that it bounds memory without dominating the replay.
@@ -398,30 +524,46 @@ impl Replayer {
         self.report.events += 1;
         let legit = ev.label == Some(Label::Legit);
         let attack = ev.label == Some(Label::Attack);
-        // A name that does not normalise names no account: the engine refuses it too.
-        let named = normalize_into(ev.user, &mut self.name).is_ok();
-        let key = account_id(ev.tenant, if named { &self.name } else { "" });
+        // A name that does not normalise names no account: the engine refuses it too. A named
+        // account is counted by its engine key, unique per tenant and normalised name.
+        let named = prepared.is_some();
+        let key = match prepared {
+            Some((k, _)) => k.account(),
+            None => account_id(ev.tenant, ""),
+        };
+        let acct = self.accounts.entry(key).or_default();
         if legit {
             self.report.legit.attempts += 1;
-            self.legit_accounts.insert(key);
+            acct.marks |= LEGIT;
         } else if attack {
             self.report.attack.attempts += 1;
         }
-        let attempt = Attempt {
-            tenant: ev.tenant,
-            user: ev.user,
-            ip: ev.ip,
-            fingerprint: Some(ev.pw.as_bytes()),
+        let decision = match prepared {
+            Some((keys, name)) => self.engine.check_prepared(
+                ev.tenant,
+                name,
+                ev.ip,
+                keys,
+                Timestamp::from_millis(now),
+            ),
+            // The engine refuses the name (or the tenant) as it would unprepared.
+            None => self.engine.check(
+                &Attempt {
+                    tenant: ev.tenant,
+                    user: ev.user,
+                    ip: ev.ip,
+                    fingerprint: Some(ev.pw.as_bytes()),
+                },
+                Timestamp::from_millis(now),
+            ),
         };
-        let decision = self.engine.check(&attempt, Timestamp::from_millis(now));
         let (forwarded, id) = match &decision {
             Ok(d) => {
-                let label = d.reason.map_or("forward", |r| r.as_str());
-                *self.decisions.entry(label).or_default() += 1;
+                self.decisions[d.reason.map_or(FORWARD, |r| r as usize)] += 1;
                 (d.verdict == Verdict::Forward, d.attempt_id)
             }
             Err(_) => {
-                *self.decisions.entry("invalid_input").or_default() += 1;
+                self.decisions[INVALID_INPUT] += 1;
                 (false, None)
             }
         };
@@ -430,13 +572,12 @@ impl Replayer {
         let mut fx = OutcomeEffects::default();
         if forwarded && named {
             let outcome;
-            (outcome, locked_now) = self
-                .dir
-                .answer_id(&self.policy, ev.tenant, key, ev.truth, now);
+            let d = &self.policy.for_tenant(ev.tenant).directory;
+            (outcome, locked_now) = directory_answer(&mut acct.dir, d, ev.truth, now);
             succeeded = outcome == Outcome::Success;
             if locked_now {
                 self.report.directory.lockout_events += 1;
-                self.locked.insert(key);
+                acct.marks |= LOCKED;
             }
             if let Some(id) = id {
                 // The id was just issued by this engine, so the outcome cannot be refused.
@@ -493,7 +634,7 @@ impl Replayer {
                         familiarity,
                     });
                 }
-                self.harmed.insert(key);
+                acct.marks |= HARMED;
             }
         } else if attack {
             if forwarded {
@@ -503,21 +644,27 @@ impl Replayer {
             }
             if succeeded {
                 self.report.attack.succeeded += 1;
-                self.compromised.insert(key);
+                acct.marks |= COMPROMISED;
             }
         }
     }
 
     /// The final report (wall-clock fields are the caller's to set).
     pub fn finish(mut self) -> Report {
-        self.report.legit.users_harmed = self.harmed.len() as u64;
-        self.report.attack.accounts_compromised = self.compromised.len() as u64;
-        self.report.directory.accounts_locked = self.locked.len() as u64;
-        self.report.directory.legit_users_locked =
-            self.locked.intersection(&self.legit_accounts).count() as u64;
+        let marked = |m: u8| self.accounts.values().filter(|a| a.marks & m == m).count() as u64;
+        self.report.legit.users_harmed = marked(HARMED);
+        self.report.attack.accounts_compromised = marked(COMPROMISED);
+        self.report.directory.accounts_locked = marked(LOCKED);
+        self.report.directory.legit_users_locked = marked(LOCKED | LEGIT);
         self.report.timeline = self.timeline;
-        for (label, n) in self.decisions {
-            *self.report.decisions.entry(label.to_string()).or_default() += n;
+        let labels = Reason::ALL
+            .iter()
+            .map(|&r| (r as usize, r.as_str()))
+            .chain([(FORWARD, "forward"), (INVALID_INPUT, "invalid_input")]);
+        for (at, label) in labels {
+            if self.decisions[at] > 0 {
+                *self.report.decisions.entry(label.to_string()).or_default() += self.decisions[at];
+            }
         }
         self.report
     }
@@ -539,6 +686,152 @@ pub fn replay<'a>(
 mod tests {
     use super::*;
     use crate::synth::{generate, Scenario, SynthConfig};
+
+    fn ev(ts_ms: i64, user: &str, ip: &str, pw: &str, truth: Truth, label: Label) -> TraceEvent {
+        TraceEvent {
+            ts_ms,
+            tenant: "acme".into(),
+            user: user.into(),
+            ip: ip.parse().expect("ip"),
+            pw: pw.into(),
+            truth,
+            label: Some(label),
+            app: None,
+        }
+    }
+
+    #[test]
+    fn the_report_counts_each_account_once_per_mark() {
+        // Everything reaches the directory: an attacker locks ann there (twice over two
+        // windows), ann is then harmed; the attacker signs in to bob; carl is a legit user the
+        // directory never locks; dora is locked but has no legit traffic.
+        let policy = Policy::from_toml("[defaults]\nmode = \"log_only\"\n").expect("policy");
+        let mut r = Replayer::new(policy).expect("replayer");
+        let mut t = 1_793_577_600_000;
+        let mut tick = |gap: i64| {
+            t += gap;
+            t
+        };
+        for round in 0..2 {
+            for i in 0..10 {
+                let pw = format!("guess{round}-{i}");
+                r.feed(&ev(
+                    tick(1_000),
+                    "ann",
+                    "198.51.100.7",
+                    &pw,
+                    Truth::Wrong,
+                    Label::Attack,
+                ));
+                r.feed(&ev(
+                    tick(1_000),
+                    "dora",
+                    "198.51.100.7",
+                    &pw,
+                    Truth::Wrong,
+                    Label::Attack,
+                ));
+            }
+            r.feed(&ev(
+                tick(1_000),
+                "Ann ",
+                "192.0.2.1",
+                "ann-pw",
+                Truth::Correct,
+                Label::Legit,
+            ));
+            tick(2 * 3_600_000);
+        }
+        r.feed(&ev(
+            tick(1_000),
+            "bob",
+            "198.51.100.7",
+            "bob-pw",
+            Truth::Correct,
+            Label::Attack,
+        ));
+        r.feed(&ev(
+            tick(1_000),
+            "carl",
+            "192.0.2.2",
+            "carl-pw",
+            Truth::Correct,
+            Label::Legit,
+        ));
+        r.feed(&ev(
+            tick(1_000),
+            "   ",
+            "192.0.2.2",
+            "x",
+            Truth::Correct,
+            Label::Legit,
+        ));
+        let report = r.finish();
+        assert_eq!(report.events, 45);
+        assert_eq!(
+            report.directory.lockout_events, 4,
+            "ann and dora, in each round"
+        );
+        assert_eq!(report.directory.accounts_locked, 2);
+        assert_eq!(report.directory.legit_users_locked, 1, "ann, not dora");
+        assert_eq!(
+            report.legit.harmed, 3,
+            "ann twice, and the nameless attempt"
+        );
+        assert_eq!(report.legit.users_harmed, 2);
+        assert_eq!(report.legit.succeeded, 1, "carl");
+        assert_eq!(report.attack.succeeded, 1);
+        assert_eq!(report.attack.accounts_compromised, 1);
+        // Under log_only every attempt is forwarded, counted by the reason it was assessed for.
+        assert_eq!(report.legit.forwarded + report.attack.forwarded, 44);
+        assert_eq!(report.decisions.get("invalid_input"), Some(&1));
+        assert_eq!(
+            report.decisions.values().sum::<u64>(),
+            45,
+            "{:?}",
+            report.decisions
+        );
+        assert_eq!(report.harm_examples.len(), 3);
+    }
+
+    #[test]
+    fn replaying_chunks_read_ahead_gives_the_report_of_replaying_event_by_event() {
+        let mut events = generate(&SynthConfig {
+            scenario: Scenario::MixedWeek,
+            seed: 5,
+            users: 60,
+        });
+        // Names the engine refuses, and a second tenant, among them.
+        let at = events.len() / 2;
+        let mut odd = events[at].clone();
+        odd.user = " \u{3000} ".into();
+        events.insert(at, odd.clone());
+        odd.user = "Zoë@Example.com".into();
+        odd.tenant = "other".into();
+        events.insert(at, odd);
+        let text: String = events
+            .iter()
+            .map(|e| crate::trace::to_json_line(e) + "\n")
+            .collect();
+
+        let mut one_by_one = Replayer::new(Policy::default()).expect("replayer");
+        for e in &events {
+            one_by_one.feed(e);
+        }
+        let want = one_by_one.finish();
+        assert_eq!(want.decisions.get("invalid_input"), Some(&1));
+
+        let mut chunked = Replayer::new(Policy::default()).expect("replayer");
+        let mut reader = chunked.chunk_reader(TraceReader::from_reader(std::io::Cursor::new(text)));
+        let mut chunk = PreparedChunk::default();
+        let mut seen = 0;
+        while reader.read(&mut chunk, 7).expect("a good trace") > 0 {
+            seen += chunk.len();
+            chunked.feed_chunk(&chunk);
+        }
+        assert_eq!(seen, events.len());
+        assert_eq!(chunked.finish(), want);
+    }
 
     #[test]
     fn timeline_totals_match_the_report() {

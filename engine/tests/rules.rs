@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use portcullis_engine::{Attempt, Familiarity, Outcome, Reason, Verdict};
+use portcullis_engine::{Attempt, Familiarity, Outcome, Reason, Timestamp, Verdict};
+use std::net::IpAddr;
 use std::time::Duration;
 
 const W: Outcome = Outcome::WrongPassword;
@@ -911,4 +912,74 @@ fn a_flood_of_random_names_addresses_and_passwords_stays_under_every_cap_and_kee
         1,
         "the sprayed password survived"
     );
+}
+
+#[test]
+fn a_prepared_attempt_gets_the_decision_of_the_same_attempt_unprepared() {
+    // Two engines with the same secret and policy see the same attempts, one through check(),
+    // the other prepared ahead: their decisions and outcomes agree all along.
+    let plain = engine("");
+    let prepared = engine("");
+    let mut prep = prepared.preparer();
+    let mut name = String::new();
+    let names = ["Ann", " ann ", "bob@x", "ÅSA", "carl"];
+    for i in 0..400i64 {
+        let user = names[(i % 5) as usize];
+        let ip: IpAddr = format!("198.51.{}.{}", i % 3, i % 7).parse().unwrap();
+        let pw = format!("pw{}", i % 11);
+        let now = Timestamp::from_millis(T0 + i * SEC);
+        let a = Attempt {
+            tenant: "acme",
+            user,
+            ip,
+            fingerprint: Some(pw.as_bytes()),
+        };
+        let want = plain.check(&a, now).expect("check");
+        let keys = prep
+            .prepare("acme", user, Some(pw.as_bytes()), &mut name)
+            .expect("a name");
+        let got = prepared
+            .check_prepared("acme", &name, ip, keys, now)
+            .expect("check_prepared");
+        assert_eq!(
+            (got.verdict, got.reason, got.familiarity),
+            (want.verdict, want.reason, want.familiarity),
+            "attempt {i}"
+        );
+        if let (Some(a), Some(b)) = (want.attempt_id, got.attempt_id) {
+            let result = if i % 4 == 0 {
+                Outcome::Success
+            } else {
+                Outcome::WrongPassword
+            };
+            assert_eq!(
+                plain.outcome(a, result, None, now).unwrap(),
+                prepared.outcome(b, result, None, now).unwrap()
+            );
+        }
+    }
+    assert_eq!(plain.stats(), prepared.stats());
+    assert!(prep.prepare("acme", " \u{3000} ", None, &mut name).is_err());
+}
+
+#[test]
+fn keys_prepared_by_another_engine_are_refused() {
+    let a = engine("");
+    let b = engine("");
+    let mut name = String::new();
+    let keys = a
+        .preparer()
+        .prepare("acme", "ann", Some(b"pw"), &mut name)
+        .unwrap();
+    let err = b
+        .check_prepared(
+            "acme",
+            &name,
+            "192.0.2.1".parse().unwrap(),
+            keys,
+            Timestamp::from_millis(T0),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("prepared"), "{err}");
+    assert_eq!(b.stats().accounts, 0);
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use portcullis_engine::policy::Policy;
-use portcullis_engine::replay::{Replayer, Report};
+use portcullis_engine::replay::{PreparedChunk, Replayer, Report};
 use portcullis_engine::synth::{self, Scenario, SynthConfig};
 use portcullis_engine::trace::{EventChunk, TraceEvent, TraceReader};
 use std::fs::File;
@@ -145,19 +145,25 @@ fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
     let total = reader.total_bytes().unwrap_or(0);
     let pb = progress(total, "replay");
     let started = Instant::now();
-    // Chunks go to the engine thread full and come back empty to be refilled, so that reading
-    // allocates nothing per event once a few chunks exist; small ones let the engine start early.
-    let (tx, rx) = crossbeam_channel::bounded::<(EventChunk, u64)>(64);
-    let (back_tx, back_rx) = crossbeam_channel::unbounded::<EventChunk>();
+    let mut replayer = if timeline {
+        Replayer::with_timeline(policy, TIMELINE_BUCKET_MS)?
+    } else {
+        Replayer::new(policy)?
+    };
+    // The reader thread parses and does the engine's stateless work (normalising, hashing); the
+    // engine thread decides. Chunks go to the engine thread full and come back empty to be
+    // refilled, so that reading allocates nothing per event once a few chunks exist; small ones
+    // let the engine start early.
+    let mut chunks = replayer.chunk_reader(reader);
+    let (tx, rx) = crossbeam_channel::bounded::<(PreparedChunk, u64)>(64);
+    let (back_tx, back_rx) = crossbeam_channel::unbounded::<PreparedChunk>();
     let reader_thread = std::thread::Builder::new()
         .name("trace-reader".into())
         .spawn(move || -> Result<()> {
-            let mut reader = reader;
             loop {
                 let mut chunk = back_rx.try_recv().unwrap_or_default();
-                chunk.clear();
-                let n = reader.read_chunk(&mut chunk, CHUNK_EVENTS)?;
-                if n > 0 && tx.send((chunk, reader.bytes_read())).is_err() {
+                let n = chunks.read(&mut chunk, CHUNK_EVENTS)?;
+                if n > 0 && tx.send((chunk, chunks.trace().bytes_read())).is_err() {
                     return Ok(());
                 }
                 if n < CHUNK_EVENTS {
@@ -166,15 +172,8 @@ fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
             }
         })
         .context("starting the trace reader thread")?;
-    let mut replayer = if timeline {
-        Replayer::with_timeline(policy, TIMELINE_BUCKET_MS)?
-    } else {
-        Replayer::new(policy)?
-    };
     for (chunk, bytes) in rx {
-        for ev in chunk.iter() {
-            replayer.feed_ref(ev);
-        }
+        replayer.feed_chunk(&chunk);
         pb.set_position(bytes);
         // The reader may have finished; then the chunk is simply dropped.
         let _ = back_tx.send(chunk);
