@@ -17,6 +17,7 @@
 use crate::clock::Timestamp;
 use crate::decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
 use crate::error::{Error, Result};
+use crate::filter::SprayFilter;
 use crate::keys::{KeyScheme, Keys, TenantKeys};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
@@ -382,6 +383,8 @@ pub struct Engine {
     pub(crate) accounts: Map<AccountKey, Box<AccountState>>,
     pub(crate) sources: Map<SourceKey, SourceState>,
     pub(crate) sprays: Map<u64, SprayState>,
+    /// Fingerprints ever marked sprayed in `sprays` ([`SprayFilter`]: no false negatives).
+    pub(crate) sprayed: SprayFilter,
     pub(crate) pending: Map<u64, Pending>,
     pub(crate) next_id: AtomicU64,
     /// Upper bounds of the map sizes between two exact counts (`DashMap::len` locks every
@@ -446,6 +449,7 @@ impl Engine {
             accounts: Map::default(),
             sources: Map::default(),
             sprays: Map::default(),
+            sprayed: SprayFilter::default(),
             pending: Map::default(),
             // Ids start at a random point so ids from before a restart are never reused.
             next_id: AtomicU64::new(u64::from_le_bytes(seed) >> 12),
@@ -920,7 +924,7 @@ impl Engine {
                 ctx.shared = rules::shared_familiar(p, &s, now);
             }
         }
-        ctx.sprayed = fp.is_some_and(|h| self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)));
+        ctx.sprayed = fp.is_some_and(|h| self.is_sprayed(h, now));
 
         let mut acct = match self.accounts.get_mut(&key) {
             Some(a) => a,
@@ -979,11 +983,7 @@ impl Engine {
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&pend.ip));
         let acct_tag = pend.account.tag();
         let sprayed_success = match (result, fp) {
-            (Outcome::Success, Some(h))
-                if self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now)) =>
-            {
-                Some(h)
-            }
+            (Outcome::Success, Some(h)) if self.is_sprayed(h, now) => Some(h),
             _ => None,
         };
 
@@ -1052,6 +1052,10 @@ impl Engine {
                     }
                 };
                 let (detected, durable) = rules::spray_failure(&mut sp, p, acct_tag, now);
+                if detected {
+                    // Before the mark can be seen: the entry is still held.
+                    self.sprayed.insert(h);
+                }
                 fx.spray_detected = detected;
                 if durable && self.store.is_some() {
                     self.dirty_sprays.insert(h);
@@ -1090,6 +1094,12 @@ impl Engine {
             self.sprays_hint.store(self.sprays.len(), Ordering::Relaxed);
         }
         fx
+    }
+
+    /// Whether the fingerprint hash `h` is marked sprayed at `now`; the filter answers the
+    /// common "no" without a map lookup.
+    fn is_sprayed(&self, h: u64, now: i64) -> bool {
+        self.sprayed.may_contain(h) && self.sprays.get(&h).is_some_and(|s| s.is_sprayed(now))
     }
 
     /// The source entry of `key`, created empty when absent (counted into the size hint).
@@ -1339,6 +1349,9 @@ impl Engine {
                     .map_err(|_| corrupt("sprays", &k, "key length"))?,
             );
             let state: SprayState = decode(&v).map_err(|e| corrupt("sprays", &k, &e))?;
+            if state.sprayed_until > 0 {
+                self.sprayed.insert(key);
+            }
             self.sprays.insert(key, state);
         }
         Ok(())

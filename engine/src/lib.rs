@@ -24,6 +24,7 @@ pub mod clock;
 pub mod decision;
 pub mod engine;
 pub mod error;
+mod filter;
 pub mod keys;
 pub mod net;
 pub mod normalize;

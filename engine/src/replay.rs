@@ -392,17 +392,16 @@ impl ChunkReader {
     /// [`TraceReader::read_chunk`] leaves them.
     pub fn read(&mut self, chunk: &mut PreparedChunk, max: usize) -> Result<usize, TraceError> {
         chunk.clear();
-        let read = self.reader.read_chunk(&mut chunk.events, max);
-        for ev in chunk.events.iter() {
-            let keys = self
-                .preparer
-                .prepare(ev.tenant, ev.user, Some(ev.pw.as_bytes()), &mut self.name)
+        let (preparer, name) = (&mut self.preparer, &mut self.name);
+        let (names, prepared) = (&mut chunk.names, &mut chunk.prepared);
+        self.reader.read_chunk_with(&mut chunk.events, max, |ev| {
+            let keys = preparer
+                .prepare(ev.tenant, ev.user, Some(ev.pw.as_bytes()), name)
                 .ok();
-            let start = chunk.names.len();
-            chunk.names.push_str(&self.name);
-            chunk.prepared.push((start..chunk.names.len(), keys));
-        }
-        read
+            let start = names.len();
+            names.push_str(name);
+            prepared.push((start..names.len(), keys));
+        })
     }
 
     /// The trace reader (for its progress).
@@ -427,6 +426,8 @@ pub struct Replayer {
     name: String,
     last_maintain: i64,
     since_maintain: u64,
+    /// Events after which housekeeping may run again (in a new trace hour).
+    maintain_after: u64,
     timeline: Option<Timeline>,
 }
 
@@ -447,6 +448,7 @@ impl Replayer {
             name: String::new(),
             last_maintain: i64::MIN,
             since_maintain: 0,
+            maintain_after: 2_000,
             timeline: None,
         })
     }
@@ -512,14 +514,18 @@ impl Replayer {
     fn feed_prepared(&mut self, ev: EventRef<'_>, prepared: Option<(PreparedKeys, &str)>) {
         let now = ev.ts_ms;
         // Housekeeping walks every entry: run it every 20,000 events, or every trace hour once
-        // 2,000 events have passed, so that it bounds memory without dominating the replay.
+        // as many events have passed as there were entries at the last run (at least 2,000), so
+        // that it bounds memory at a cost per event that does not grow with the state.
         self.since_maintain += 1;
         if self.since_maintain >= 20_000
-            || (self.since_maintain >= 2_000 && now.saturating_sub(self.last_maintain) >= 3_600_000)
+            || (self.since_maintain >= self.maintain_after
+                && now.saturating_sub(self.last_maintain) >= 3_600_000)
         {
             self.engine.maintain(Timestamp::from_millis(now));
             self.last_maintain = now;
             self.since_maintain = 0;
+            let s = self.engine.stats();
+            self.maintain_after = (s.accounts + s.sources + s.sprays).max(2_000) as u64;
         }
         self.report.events += 1;
         let legit = ev.label == Some(Label::Legit);

@@ -172,7 +172,9 @@ fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
             }
         })
         .context("starting the trace reader thread")?;
-    for (chunk, bytes) in rx {
+    // Spinning only pays where the reader has a CPU of its own.
+    let spin = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    while let Some((chunk, bytes)) = next_chunk(&rx, spin) {
         replayer.feed_chunk(&chunk);
         pb.set_position(bytes);
         // The reader may have finished; then the chunk is simply dropped.
@@ -187,6 +189,30 @@ fn replay_file_with(policy: Policy, trace: &Path, timeline: bool) -> Result<Repo
     report.wall_seconds = started.elapsed().as_secs_f64();
     report.events_per_second = report.events as f64 / report.wall_seconds.max(1e-9);
     Ok(report)
+}
+
+/// How long the engine thread spins for the reader's next chunk before it sleeps: a chunk takes
+/// the reader about a tenth of a millisecond, and waking a sleeping thread can take milliseconds
+/// on a virtual machine whose CPU went idle.
+const SPIN_FOR_CHUNK: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The next message on `rx`, spinning for up to [`SPIN_FOR_CHUNK`] first if `spin`; `None` once
+/// the sender is gone and all is received.
+fn next_chunk<T>(rx: &crossbeam_channel::Receiver<T>, spin: bool) -> Option<T> {
+    if !spin {
+        return rx.recv().ok();
+    }
+    let spin_until = Instant::now() + SPIN_FOR_CHUNK;
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            Err(crossbeam_channel::TryRecvError::Empty) if Instant::now() < spin_until => {
+                std::hint::spin_loop();
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
 }
 
 /// Replays `trace` read whole into memory first, timing the replay alone as well as the whole.
