@@ -11,6 +11,10 @@
 //! Every bench is kept short (10 samples, a few seconds) so the whole run takes a few minutes.
 
 use criterion::Criterion;
+
+/// The allocator `portcullis` ships with, so that the benches measure what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 mod decide;

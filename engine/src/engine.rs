@@ -740,6 +740,7 @@ impl Engine {
         })?
     }
 
+    #[inline]
     fn check_in(
         &self,
         rt: &TenantRt,
@@ -797,7 +798,10 @@ impl Engine {
     }
 
     /// The stateful part of a check: `key` and `fp` are the keyed hashes of the normalised
-    /// `name` and of the fingerprint, `ip` is canonical.
+    /// `name` and of the fingerprint, `ip` is canonical. Inlined into both callers, as it was
+    /// into `check` alone before prepared checks existed (outlined, it costs the hot path a call
+    /// and its spills).
+    #[inline(always)]
     fn check_keyed(
         &self,
         rt: &TenantRt,
