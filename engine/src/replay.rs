@@ -721,22 +721,17 @@ mod tests {
         for round in 0..2 {
             for i in 0..10 {
                 let pw = format!("guess{round}-{i}");
-                r.feed(&ev(
-                    tick(1_000),
-                    "ann",
-                    "198.51.100.7",
-                    &pw,
-                    Truth::Wrong,
-                    Label::Attack,
-                ));
-                r.feed(&ev(
-                    tick(1_000),
-                    "dora",
-                    "198.51.100.7",
-                    &pw,
-                    Truth::Wrong,
-                    Label::Attack,
-                ));
+                for user in ["ann", "dora"] {
+                    let e = ev(
+                        tick(1_000),
+                        user,
+                        "198.51.100.7",
+                        &pw,
+                        Truth::Wrong,
+                        Label::Attack,
+                    );
+                    r.feed(&e);
+                }
             }
             r.feed(&ev(
                 tick(1_000),
