@@ -24,9 +24,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher as _;
 use std::ops::Range;
 
-/// One account of a trace as replay counts it: a 128-bit SipHash of the tenant and the normalised
-/// name under a fixed key, so that counting an attempt allocates nothing. Two accounts of one
-/// trace share an id with a chance below 2^-64 for a billion accounts.
+/// One account of a trace as replay counts it, 128 bits, so that counting an attempt allocates
+/// nothing: the replayer uses the engine's account key (a keyed hash of tenant and normalised
+/// name), and [`SimDirectory::answer`] and names that do not normalise use [`account_id`]. Two
+/// accounts of one trace share an id with a chance below 2^-64 for a billion accounts.
 type AccountId = u128;
 
 /// Maps keyed by [`AccountId`] (already uniform: the cheapest hasher will do).

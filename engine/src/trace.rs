@@ -550,8 +550,9 @@ impl Fields<'_> {
     }
 }
 
-/// Whether a line (newline included) is blank as [`parse_line`] means it, without a UTF-8 pass
-/// over the usual line, whose first non-blank byte is ASCII.
+/// Whether a line (newline included) is blank: white space only, by `char::is_whitespace`. The one
+/// rule for [`parse_line`] and the reader, without a UTF-8 pass over the usual line, whose first
+/// non-blank byte is ASCII.
 fn blank_line(b: &[u8]) -> bool {
     // char::is_whitespace on ASCII: u8::is_ascii_whitespace plus the vertical tab.
     match b.iter().find(|&&c| !(c.is_ascii_whitespace() || c == 0x0b)) {
@@ -604,7 +605,7 @@ fn raw_event(line: &str, line_no: u64, fast: bool) -> Result<Option<RawEvent<'_>
             return Ok(Some(raw));
         }
     }
-    if line.trim().is_empty() {
+    if blank_line(line.as_bytes()) {
         return Ok(None);
     }
     // serde would also accept a JSON array as a struct, by position; a trace line is an object.
@@ -1079,7 +1080,7 @@ impl TraceReader {
             }),
         };
         let checked = match parsed {
-            // The line is not blank (checked above), so it parsed to an event.
+            // `next_line` skipped blank lines by the rule `parse_fields` uses: unreachable.
             Ok(None) => Err(TraceError::Line {
                 line: line_no,
                 field: None,
@@ -1577,6 +1578,24 @@ mod tests {
                 .unwrap();
             assert_eq!(events, whole, "buffer of {cap}");
         }
+    }
+
+    #[test]
+    fn lines_of_any_white_space_are_skipped_by_the_line_parser_and_the_reader() {
+        let blanks = ["", " \t", "\u{0b}", "\u{3000}", "\u{a0} \u{2028}", "\r"];
+        for b in blanks {
+            assert!(parse_line(b, 1).unwrap().is_none(), "{b:?}");
+        }
+        let text = format!(
+            "{}\n{}\n",
+            blanks.join("\n"),
+            line("2026-11-03T08:00:00.000Z")
+        );
+        let events: Vec<_> = TraceReader::from_reader(io::Cursor::new(text))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(parse_line("\u{3000}x", 1).is_err());
     }
 
     #[test]
