@@ -178,8 +178,13 @@ pub(crate) type SourceLimiter =
 /// Governor's per-address GCRA state (the theoretical arrival time in nanoseconds, 0 for an
 /// address never seen) in a map with the engine's hasher: governor's own `DashMapStateStore`
 /// hashes with SipHash, a fifth of the rate check's cost.
-#[derive(Default)]
 pub(crate) struct RateStore(Map<IpAddr, AtomicU64>);
+
+impl Default for RateStore {
+    fn default() -> Self {
+        RateStore(new_map())
+    }
+}
 
 impl RateStore {
     /// Governor's compare-and-swap step on one address's state, as its `InMemoryState` does it.
@@ -252,6 +257,16 @@ pub(crate) type Hasher = foldhash::fast::RandomState;
 pub(crate) type Map<K, V> = DashMap<K, V, Hasher>;
 /// A sharded set with the engine's hasher.
 pub(crate) type Set<K> = DashSet<K, Hasher>;
+
+/// Shards per map. dashmap's default is four per CPU (8 on two cores); every attempt takes about
+/// a dozen shard locks, and with so few shards two threads keep pulling the same lock words from
+/// each other's caches. More shards cost a few KiB per map.
+const SHARDS: usize = 64;
+
+/// An empty map with [`SHARDS`] shards.
+pub(crate) fn new_map<K: Eq + std::hash::Hash, V>() -> Map<K, V> {
+    DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS)
+}
 
 pub(crate) struct Pending {
     pub(crate) account: AccountKey,
@@ -446,11 +461,11 @@ impl Engine {
             tenant_names: RwLock::new(HashMap::new()),
             tenants_gen: AtomicU64::new(0),
             uid: NEXT_ENGINE_UID.fetch_add(1, Ordering::Relaxed),
-            accounts: Map::default(),
-            sources: Map::default(),
-            sprays: Map::default(),
+            accounts: new_map(),
+            sources: new_map(),
+            sprays: new_map(),
             sprayed: SprayFilter::default(),
-            pending: Map::default(),
+            pending: new_map(),
             // Ids start at a random point so ids from before a restart are never reused.
             next_id: AtomicU64::new(u64::from_le_bytes(seed) >> 12),
             accounts_hint: AtomicUsize::new(0),
