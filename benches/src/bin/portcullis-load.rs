@@ -23,8 +23,11 @@
 #![allow(clippy::result_large_err)]
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use indicatif::{ProgressBar, ProgressStyle};
 use portcullis_engine::trace::{TraceEvent, TraceReader, Truth};
 use portcullis_server::pb::gate_client::GateClient;
@@ -150,6 +153,8 @@ struct Item {
     ip: String,
     pw: String,
     result: &'static str,
+    /// The `/v1/check` body, serialised once when the trace is loaded.
+    check: Bytes,
 }
 
 fn load_trace(path: &std::path::Path) -> Result<Arc<Vec<Item>>> {
@@ -157,7 +162,7 @@ fn load_trace(path: &std::path::Path) -> Result<Arc<Vec<Item>>> {
     let mut items = Vec::new();
     for ev in reader {
         let ev: TraceEvent = ev?;
-        items.push(Item {
+        let mut it = Item {
             tenant: ev.tenant,
             user: ev.user,
             ip: ev.ip.to_string(),
@@ -167,7 +172,10 @@ fn load_trace(path: &std::path::Path) -> Result<Arc<Vec<Item>>> {
                 Truth::Wrong => "wrong_password",
                 Truth::UnknownUser => "unknown_user",
             },
-        });
+            check: Bytes::new(),
+        };
+        it.check = Bytes::from(serde_json::to_vec(&check_body(&it))?);
+        items.push(it);
     }
     if items.is_empty() {
         bail!("the trace has no attempts");
@@ -234,12 +242,88 @@ fn check_body(it: &Item) -> Value {
     json!({"tenant": it.tenant, "user": it.user, "ip": it.ip, "pw": it.pw})
 }
 
+/// The fields of a check's answer that the generator reads.
+#[derive(serde::Deserialize)]
+struct CheckAnswer<'a> {
+    decision: &'a str,
+    #[serde(default)]
+    id: Option<&'a str>,
+}
+
+/// The `/v1/outcome` body for a forwarded attempt of `it` (ids are digits, results fixed words:
+/// nothing to escape).
+fn outcome_body(id: &str, it: &Item) -> Bytes {
+    Bytes::from(format!(r#"{{"id":"{id}","result":"{}"}}"#, it.result))
+}
+
+/// A lean HTTP/1.1 client on one keep-alive connection, one per worker. The generator shares the
+/// two cores with the server it measures, so a request should cost it as little as it can:
+/// reqwest's pool, URL parsing and `Value` bodies cost it about as much CPU as the bare server
+/// spent answering. Reconnects after an error or a closed connection.
+struct Http1 {
+    addr: SocketAddr,
+    host: HeaderValue,
+    conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Http1 {
+    /// A client of the loopback base URL `base` (`http://host:port`).
+    fn new(base: &str) -> Result<Http1> {
+        let authority = base
+            .strip_prefix("http://")
+            .with_context(|| format!("{base}: only http:// URLs are driven"))?
+            .trim_end_matches('/');
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+            .with_context(|| format!("{base}: not a host:port"))?
+            .next()
+            .with_context(|| format!("{base}: no address"))?;
+        Ok(Http1 {
+            addr,
+            host: HeaderValue::from_str(authority)?,
+            conn: None,
+        })
+    }
+
+    /// POSTs a JSON `body` to `path`; the answer's body, or an error for a failure or a status
+    /// other than 2xx.
+    async fn post(&mut self, path: &'static str, body: Bytes) -> Result<Bytes> {
+        let r = self.try_post(path, body).await;
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn try_post(&mut self, path: &'static str, body: Bytes) -> Result<Bytes> {
+        if self.conn.as_ref().map_or(true, |c| c.is_closed()) {
+            let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+            tcp.set_nodelay(true)?;
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            self.conn = Some(send);
+        }
+        let conn = self.conn.as_mut().context("connected above")?;
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, self.host.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        conn.ready().await?;
+        let resp = conn.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("HTTP {status}");
+        }
+        Ok(body)
+    }
+}
+
 /// One unit of work (one attempt, or one batch/window of them). Returns (attempts, requests).
 async fn unit(
     mode: Mode,
     sh: &Shared,
-    http: &reqwest::Client,
-    base: &str,
+    http: &mut Http1,
     grpc: &mut Option<GateClient<Channel>>,
     streams: &mut Option<StreamPair>,
     batch: usize,
@@ -247,20 +331,11 @@ async fn unit(
     match mode {
         Mode::HttpPair => {
             let it = sh.item(sh.next.fetch_add(1, Ordering::Relaxed));
-            let d: Value = http
-                .post(format!("{base}/v1/check"))
-                .json(&check_body(it))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if d["decision"] == "forward" {
-                http.post(format!("{base}/v1/outcome"))
-                    .json(&json!({"id": d["id"], "result": it.result}))
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
+            let answer = http.post("/v1/check", it.check.clone()).await?;
+            let d: CheckAnswer<'_> = serde_json::from_slice(&answer)?;
+            if d.decision == "forward" {
+                let body = outcome_body(d.id.context("a forwarded check without an id")?, it);
+                http.post("/v1/outcome", body).await?;
                 return Ok((1, 2));
             }
             Ok((1, 1))
@@ -269,42 +344,41 @@ async fn unit(
             let it = sh.item(sh.next.fetch_add(1, Ordering::Relaxed));
             let mut b = check_body(it);
             b["payload"] = json!({"load": true});
-            http.post(format!("{base}/v1/validate"))
-                .json(&b)
-                .send()
-                .await?
-                .bytes()
+            http.post("/v1/validate", Bytes::from(serde_json::to_vec(&b)?))
                 .await?;
             Ok((1, 1))
         }
         Mode::HttpBatch => {
             let i0 = sh.next.fetch_add(batch as u64, Ordering::Relaxed);
             let items: Vec<&Item> = (0..batch as u64).map(|k| sh.item(i0 + k)).collect();
-            let body: Vec<Value> = items.iter().map(|it| check_body(it)).collect();
-            let answers: Value = http
-                .post(format!("{base}/v1/check/batch"))
-                .json(&body)
-                .send()
-                .await?
-                .json()
-                .await?;
-            let outs: Vec<Value> = answers
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .zip(&items)
-                        .filter(|(d, _)| d["decision"] == "forward")
-                        .map(|(d, it)| json!({"id": d["id"], "result": it.result}))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !outs.is_empty() {
-                http.post(format!("{base}/v1/outcome/batch"))
-                    .json(&outs)
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
+            let mut body =
+                Vec::with_capacity(items.iter().map(|it| it.check.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (k, it) in items.iter().enumerate() {
+                if k > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&it.check);
+            }
+            body.push(b']');
+            let answer = http.post("/v1/check/batch", Bytes::from(body)).await?;
+            let answers: Vec<CheckAnswer<'_>> = serde_json::from_slice(&answer)?;
+            let mut outs = Vec::with_capacity(batch * 48 + 2);
+            outs.push(b'[');
+            for (d, it) in answers.iter().zip(&items) {
+                if d.decision == "forward" {
+                    if outs.len() > 1 {
+                        outs.push(b',');
+                    }
+                    outs.extend_from_slice(&outcome_body(
+                        d.id.context("a forwarded check without an id")?,
+                        it,
+                    ));
+                }
+            }
+            outs.push(b']');
+            if outs.len() > 2 {
+                http.post("/v1/outcome/batch", Bytes::from(outs)).await?;
                 return Ok((batch as u64, 2));
             }
             Ok((batch as u64, 1))
@@ -397,10 +471,7 @@ async fn open_streams(g: &mut GateClient<Channel>, window: usize) -> Result<Stre
 async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
     loopback_only(&args.http)?;
     loopback_only(&args.grpc)?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .tcp_nodelay(true)
-        .build()?;
+    let http = Http1::new(&args.http)?;
     let grpc_needed = matches!(args.mode, Mode::GrpcUnary | Mode::GrpcStream);
     let channel = if grpc_needed {
         Some(
@@ -448,8 +519,11 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let sh = sh.clone();
-        let http = http.clone();
-        let base = args.http.clone();
+        let mut http = Http1 {
+            conn: None,
+            host: http.host.clone(),
+            ..http
+        };
         let mode = args.mode;
         let batch = args.batch.max(1);
         let schedule = schedule.clone();
@@ -480,7 +554,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                     break;
                 }
                 let sent = Instant::now();
-                let r = unit(mode, &sh, &http, &base, &mut grpc, &mut streams, batch).await;
+                let r = unit(mode, &sh, &mut http, &mut grpc, &mut streams, batch).await;
                 let done = Instant::now();
                 if !sh.recording.load(Ordering::Relaxed) || intended < record_from {
                     continue;

@@ -1,0 +1,126 @@
+//! The load generator against its own bare servers on loopback: its HTTP client sends what each
+//! mode sends, reads the answers, and counts a refused connection as an error. Bounded by attempt
+//! count; nothing here is timed.
+
+use serde_json::Value;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOAD: &str = env!("CARGO_BIN_EXE_portcullis-load");
+
+/// A loopback address nothing listens on now.
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// The bare servers, killed when dropped.
+struct Bare(Child);
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_bare() -> (Bare, SocketAddr) {
+    let (http, grpc) = (free_addr(), free_addr());
+    let child = Command::new(LOAD)
+        .args([
+            "bare",
+            "--http",
+            &http.to_string(),
+            "--grpc",
+            &grpc.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("portcullis-load bare starts");
+    let bare = Bare(child);
+    let t = Instant::now();
+    while TcpStream::connect(http).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the bare server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (bare, http)
+}
+
+fn trace() -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .suffix(".jsonl")
+        .tempfile()
+        .expect("temp");
+    for (i, truth) in ["correct", "wrong", "unknown_user"].iter().enumerate() {
+        writeln!(
+            f,
+            r#"{{"ts":"2026-11-02T07:30:0{i}.000Z","tenant":"contoso","user":"u{i}@contoso.com","ip":"192.0.2.{i}","pw":"p{i}","truth":"{truth}","label":"legit"}}"#
+        )
+        .expect("write");
+    }
+    f
+}
+
+fn run(http: &str, mode: &str, seconds: &str, extra: &[&str]) -> Value {
+    let t = trace();
+    let out = Command::new(LOAD)
+        .args(["run", "--mode", mode, "--http", http, "--quiet"])
+        .args([
+            "--max-attempts",
+            "256",
+            "--duration",
+            seconds,
+            "--concurrency",
+            "4",
+        ])
+        .arg("--trace")
+        .arg(t.path())
+        .args(extra)
+        .output()
+        .expect("portcullis-load run");
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON result")
+}
+
+#[test]
+fn http_pair_sends_a_check_and_an_outcome_for_every_forwarded_attempt() {
+    let (_bare, http) = start_bare();
+    let r = run(&format!("http://{http}"), "http-pair", "5", &[]);
+    assert_eq!(r["errors"], 0, "{r}");
+    let attempts = r["attempts"].as_u64().expect("attempts");
+    assert!(attempts >= 256, "{r}");
+    // The bare server forwards everything: two requests per attempt.
+    assert_eq!(r["requests"].as_u64(), Some(2 * attempts), "{r}");
+}
+
+#[test]
+fn http_batch_sends_one_check_batch_and_one_outcome_batch_per_unit() {
+    let (_bare, http) = start_bare();
+    let r = run(
+        &format!("http://{http}"),
+        "http-batch",
+        "5",
+        &["--batch", "8"],
+    );
+    assert_eq!(r["errors"], 0, "{r}");
+    let attempts = r["attempts"].as_u64().expect("attempts");
+    assert!(attempts >= 256 && attempts % 8 == 0, "{r}");
+    assert_eq!(r["requests"].as_u64(), Some(attempts / 8 * 2), "{r}");
+}
+
+#[test]
+fn a_refused_connection_counts_as_an_error_not_an_attempt() {
+    let r = run(&format!("http://{}", free_addr()), "http-pair", "1", &[]);
+    assert_eq!(r["attempts"], 0, "{r}");
+    assert!(r["errors"].as_u64().unwrap_or(0) > 0, "{r}");
+}
