@@ -578,7 +578,8 @@ impl Service {
         Ok(output(&d, Some(result.as_str())))
     }
 
-    /// Refreshes the gauges from the engine's state at `now`.
+    /// Refreshes the gauges from the engine's state at `now`, and drains the metrics exporter's
+    /// histogram queues.
     pub fn refresh_gauges(&self, now: Timestamp) {
         let s = self.engine.stats();
         for (kind, n) in [
@@ -597,6 +598,11 @@ impl Service {
             metrics::counter!(m::STORE_CONFLICTS).absolute(store.counters.conflicts.load(Relaxed));
             metrics::counter!(m::STORE_CACHE_HITS)
                 .absolute(store.counters.cache_hits.load(Relaxed));
+        }
+        // The exporter queues every histogram sample until it is drained, which a scrape does
+        // and so does upkeep: without it, a service nobody scrapes grows by a sample per check.
+        if let Some(h) = &self.metrics {
+            h.run_upkeep();
         }
     }
 
