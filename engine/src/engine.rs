@@ -22,21 +22,16 @@ use crate::keys::{KeyScheme, Keys, TenantKeys};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
+use crate::rate::SourceRate;
 use crate::rules::{self, familiar_key, SourceContext, SourceKeys};
 use crate::state::{AccountState, SourceState, SprayState};
 use crate::store::{Batch, Kind, Store};
 use dashmap::{DashMap, DashSet};
-use governor::clock::Clock as GovClock;
-use governor::nanos::Nanos;
-use governor::state::keyed::ShrinkableKeyedStateStore;
-use governor::state::StateStore;
-use governor::{Quota, RateLimiter};
 use parking_lot::RwLock;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,118 +131,14 @@ pub(crate) struct SourceKey {
     pub(crate) net: NetKey,
 }
 
-/// Governor's clock: the injected time of the call in progress on this thread (never the system
-/// clock). Every use of a limiter sets it first ([`RateClock::set`]). It is per thread so that
-/// threads deciding at once never write one shared cache line; each check is measured at its
-/// own time, as if the checks had arrived in that order.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct RateClock;
-
-thread_local! {
-    /// The time [`RateClock`] reads on this thread (ms).
-    static RATE_NOW: Cell<i64> = const { Cell::new(0) };
-}
-
-impl RateClock {
-    /// Sets this thread's rate-limit time to `now_ms`.
-    pub(crate) fn set(now_ms: i64) {
-        RATE_NOW.set(now_ms);
-    }
-
-    /// A limiter whose epoch is time 0. Governor measures from the clock's reading when the
-    /// limiter is made; that must not be whatever time this thread last decided at (a thread
-    /// may serve engines on different time bases, as tests and replays do).
-    fn limiter(quota: Quota) -> SourceLimiter {
-        let prev = RATE_NOW.replace(0);
-        let limiter = RateLimiter::new(quota, RateStore::default(), RateClock);
-        RATE_NOW.set(prev);
-        limiter
-    }
-}
-
-impl GovClock for RateClock {
-    type Instant = Duration;
-    fn now(&self) -> Duration {
-        Duration::from_millis(RATE_NOW.get().max(0) as u64)
-    }
-}
-
-pub(crate) type SourceLimiter =
-    RateLimiter<IpAddr, RateStore, RateClock, governor::middleware::NoOpMiddleware<Duration>>;
-
-/// Governor's per-address GCRA state (the theoretical arrival time in nanoseconds, 0 for an
-/// address never seen) in a map with the engine's hasher: governor's own `DashMapStateStore`
-/// hashes with SipHash, a fifth of the rate check's cost.
-pub(crate) struct RateStore(Map<IpAddr, AtomicU64>);
-
-impl Default for RateStore {
-    fn default() -> Self {
-        RateStore(new_map())
-    }
-}
-
-impl RateStore {
-    /// Governor's compare-and-swap step on one address's state, as its `InMemoryState` does it.
-    fn measure_and_replace_one<T, F, E>(state: &AtomicU64, f: F) -> std::result::Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> std::result::Result<(T, Nanos), E>,
-    {
-        let arrival = |v: u64| NonZeroU64::new(v).map(|n| Nanos::new(n.get()));
-        let mut prev = state.load(Ordering::Acquire);
-        let mut decision = f(arrival(prev));
-        while let Ok((result, new)) = decision {
-            match state.compare_exchange_weak(
-                prev,
-                new.as_u64(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(result),
-                Err(next) => prev = next,
-            }
-            decision = f(arrival(prev));
-        }
-        decision.map(|(result, _)| result)
-    }
-}
-
-impl StateStore for RateStore {
-    type Key = IpAddr;
-
-    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> std::result::Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> std::result::Result<(T, Nanos), E>,
-    {
-        if let Some(v) = self.0.get(key) {
-            return Self::measure_and_replace_one(&v, f);
-        }
-        let v = self.0.entry(*key).or_default();
-        Self::measure_and_replace_one(&v, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<IpAddr> for RateStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        self.0
-            .retain(|_, v| v.load(Ordering::Relaxed) > drop_below.as_u64());
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 pub(crate) struct TenantRt {
     pub(crate) name: Arc<str>,
     pub(crate) id: u64,
     /// The tenant's account-key and fingerprint hashers.
     pub(crate) keys: TenantKeys,
     pub(crate) policy: Arc<TenantPolicy>,
-    pub(crate) limiter: SourceLimiter,
+    /// The per-address rate limit (never shared).
+    pub(crate) limiter: SourceRate,
 }
 
 /// The hasher of every map: keys are keyed hashes already (accounts, fingerprints) or addresses,
@@ -666,7 +557,7 @@ impl Engine {
         Ok((rt.policy.clone(), rt.id))
     }
 
-    /// This instance's rate limit (governor, never shared) for `ip` in `tenant` at `now`: the
+    /// This instance's rate limit ([`SourceRate`], never shared) for `ip` in `tenant` at `now`: the
     /// refusal when `ip` is over it, counting this attempt.
     pub fn rate_limited(
         &self,
@@ -680,9 +571,7 @@ impl Engine {
 
     fn rate_check(&self, rt: &TenantRt, ip: IpAddr, now: i64) -> Option<Decision> {
         let p = &*rt.policy;
-        RateClock::set(now);
-        let not_until = rt.limiter.check_key(&ip).err()?;
-        let wait = not_until.wait_time_from(RateClock.now());
+        let wait = rt.limiter.check(&ip, now)?;
         let fired = Fired {
             counter: "source_rate_per_second",
             value: u64::from(p.sources.rate_per_second) + 1,
@@ -718,10 +607,6 @@ impl Engine {
             return Err(Error::Capacity("tenants"));
         }
         let policy = self.policy.read().for_tenant(name).clone();
-        let quota = Quota::per_second(
-            NonZeroU32::new(policy.sources.rate_per_second).unwrap_or(NonZeroU32::MIN),
-        )
-        .allow_burst(NonZeroU32::new(policy.sources.rate_burst).unwrap_or(NonZeroU32::MIN));
         let name: Arc<str> = name.into();
         let mut h = blake3::Hasher::new_keyed(&self.secret);
         h.update(b"tenant\0");
@@ -731,8 +616,8 @@ impl Engine {
             name: name.clone(),
             id,
             keys: self.keys.for_tenant(&name),
+            limiter: SourceRate::new(policy.sources.rate_per_second, policy.sources.rate_burst),
             policy,
-            limiter: RateClock::limiter(quota),
         });
         self.tenant_names.write().insert(id, name.clone());
         tenants.insert(name, rt.clone());
@@ -1186,9 +1071,8 @@ impl Engine {
         });
         self.sprays
             .retain(|_, s| s.is_sprayed(now) || now - s.last_seen < day);
-        RateClock::set(now);
         for t in self.tenants.read().values() {
-            t.limiter.retain_recent();
+            t.limiter.retain_recent(now);
         }
         if self.accounts.len() > self.limits.max_accounts
             || self.sources.len() > self.limits.max_sources
@@ -1477,44 +1361,5 @@ fn corrupt(tree: &str, key: &[u8], reason: &str) -> Error {
     Error::Corrupt {
         key: format!("{tree}/{hex}"),
         reason: reason.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_store_limits_per_address_and_forgets_only_buckets_that_are_full_again() {
-        RateClock::set(5_000_000);
-        let quota = Quota::per_second(NonZeroU32::MIN).allow_burst(NonZeroU32::new(2).unwrap());
-        // Made while this thread's clock is far ahead: the limiter still counts from time 0.
-        let lim = RateClock::limiter(quota);
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        RateClock::set(1_000);
-        assert!(lim.check_key(&a).is_ok());
-        assert!(lim.check_key(&a).is_ok());
-        assert!(lim.check_key(&a).is_err(), "the burst of 2 is spent");
-        assert!(
-            lim.check_key(&b).is_ok(),
-            "another address has its own bucket"
-        );
-        lim.retain_recent();
-        assert_eq!(lim.len(), 2, "both buckets are still below full");
-        // Governor keeps a bucket while its theoretical arrival time is within one emission
-        // interval of now: `a` (spent) until 4 s, `b` (one cell) until 3 s.
-        RateClock::set(3_000);
-        lim.retain_recent();
-        assert_eq!(
-            lim.len(),
-            1,
-            "the spent bucket is kept, the other is full again"
-        );
-        RateClock::set(4_000);
-        lim.retain_recent();
-        assert_eq!(lim.len(), 0);
-        assert!(lim.check_key(&a).is_ok());
-        assert!(lim.check_key(&a).is_ok());
-        assert!(lim.check_key(&a).is_err());
     }
 }

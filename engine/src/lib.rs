@@ -29,6 +29,7 @@ pub mod keys;
 pub mod net;
 pub mod normalize;
 pub mod policy;
+mod rate;
 pub mod replay;
 pub mod rules;
 pub mod state;
