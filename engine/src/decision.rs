@@ -1,6 +1,6 @@
 //! What the engine is asked, and what it answers.
 //!
-//! A decision is a value, not an error (as a rate limiter's "not until" is): `forward`, `wrong_password`
+//! A decision is a value, not an error: `forward`, `wrong_password`
 //! (answered by the engine itself) or `block`, with a machine-readable reason for every
 //! non-forward, a retry-after where one applies, and the counter that fired.
 
