@@ -93,7 +93,9 @@ fn check_policy(file: &std::path::Path) -> Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+        // The engine's error names the file and says why already (its I/O error is also its
+        // source, which `{:#}` would print a second time).
+        Err(e) => Err(anyhow::anyhow!("{e}")),
     }
 }
 

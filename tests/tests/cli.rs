@@ -88,6 +88,25 @@ fn check_policy_refuses_a_threshold_at_the_directory_lockout() {
 }
 
 #[test]
+fn check_policy_names_a_missing_file_and_why_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let policy = dir.path().join("absent.toml");
+    let out = run(["check-policy".as_ref(), policy.as_os_str()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{err}");
+    assert!(
+        err.contains(&*policy.to_string_lossy()),
+        "stderr does not name the file:\n{err}"
+    );
+    // ENOENT's text, said once: not again through the error's source chain.
+    assert_eq!(
+        err.matches("(os error 2)").count(),
+        1,
+        "the reason is not said exactly once:\n{err}"
+    );
+}
+
+#[test]
 fn check_policy_names_an_unknown_key() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let policy = dir.path().join("typo.toml");
