@@ -66,7 +66,7 @@ async fn require_token(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !token_matches(expected, header)
+    if !token_matches(expected.expose(), header)
         && !crate::dashboard::session_allows(&state, req.method(), req.headers())
     {
         tracing::warn!(path = %req.uri().path(), "Admin request refused: missing or wrong token.");

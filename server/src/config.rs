@@ -149,6 +149,52 @@ struct FileConfig {
     agent_breaker_cooldown: Option<String>,
 }
 
+/// A secret setting (the admin token, a store URL that may carry a password): its `Debug` shows
+/// no part of it, so a logged or printed [`Config`] never carries one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// `url` with the password of its user part, if any, replaced by `***`: for error messages.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// The resolved settings of a running service.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -181,9 +227,10 @@ pub struct Config {
     /// Longest a request may take. Default 30 s.
     pub request_timeout: Duration,
     /// The admin bearer token (from `PORTCULLIS_ADMIN_TOKEN`); `None` turns the admin API off.
-    pub admin_token: Option<String>,
-    /// The shared store's URL (`redis://..`); `None` keeps state in sled.
-    pub store: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// The shared store's URL (`redis://..`, which may carry a password); `None` keeps state in
+    /// sled.
+    pub store: Option<Secret>,
     /// The Redis key namespace. Default `portcullis`.
     pub namespace: String,
     /// Deadline of one Redis operation. Default 500 ms.
@@ -317,14 +364,15 @@ impl Config {
             }
             c.max_body_bytes = v;
         }
-        c.store = args.store.clone().or(file.store);
-        if let Some(url) = &c.store {
+        c.store = args.store.clone().or(file.store).map(Secret::from);
+        if let Some(url) = c.store.as_ref().map(Secret::expose) {
             if !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
                 || url.starts_with("redis+unix://"))
             {
                 return Err(Error::Config(format!(
-                    "store {url:?} must be a redis://, rediss:// or redis+unix:// URL"
+                    "store {:?} must be a redis://, rediss:// or redis+unix:// URL",
+                    redacted_url(url)
                 )));
             }
         }
@@ -399,7 +447,7 @@ impl Config {
         {
             c.agent_breaker.cooldown = duration("agent_breaker_cooldown", v)?;
         }
-        c.admin_token = admin_token.filter(|t| !t.is_empty());
+        c.admin_token = admin_token.filter(|t| !t.is_empty()).map(Secret::from);
         c.tls = tls_paths(
             args.tls_cert.clone().or(file.tls_cert),
             args.tls_key.clone().or(file.tls_key),
@@ -467,6 +515,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_printed_config_shows_neither_the_admin_token_nor_the_store_password() {
+        let args = ServeArgs {
+            store: Some("redis://portcullis:hunter2-store@127.0.0.1:6379/0".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args, Some("tok-s3cret".into())).unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("tok-s3cret"), "{shown}");
+        assert!(!shown.contains("hunter2-store"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("tok-s3cret")
+        );
+    }
+
+    #[test]
+    fn a_refused_store_url_is_quoted_without_its_password() {
+        let args = ServeArgs {
+            store: Some("http://user:hunter2-store@127.0.0.1:6379".into()),
+            ..ServeArgs::default()
+        };
+        let e = Config::resolve(&args, None).unwrap_err().to_string();
+        assert!(
+            e.contains("store") && e.contains("user:***@127.0.0.1:6379"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2-store"), "{e}");
+    }
+
+    #[test]
+    fn redacted_url_hides_only_the_password() {
+        for (url, shown) in [
+            ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+            ("rediss://u:pw@host/1?x=y", "rediss://u:***@host/1?x=y"),
+            ("redis://u@host", "redis://u:***@host"),
+            ("redis://host:6379/0", "redis://host:6379/0"),
+            (
+                "redis+unix:///run/redis.sock",
+                "redis+unix:///run/redis.sock",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
     fn defaults_apply_without_flags() {
         let c = Config::resolve(&ServeArgs::default(), None).unwrap();
         assert_eq!(c.http.to_string(), "127.0.0.1:8080");
@@ -494,7 +590,7 @@ mod tests {
         assert_eq!(c.http.to_string(), "127.0.0.1:9100");
         assert_eq!(c.grpc.to_string(), "127.0.0.1:9001");
         assert_eq!(c.flush_interval, Duration::from_secs(2));
-        assert_eq!(c.admin_token.as_deref(), Some("t"));
+        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("t"));
     }
 
     #[test]

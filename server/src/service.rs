@@ -168,14 +168,18 @@ impl Service {
         let policy = load_policy(&config.policy)?;
         let (engine, secret, shared) = match &config.store {
             Some(url) => {
+                let url = url.expose();
                 let opts = StoreOptions {
-                    url: url.clone(),
+                    url: url.to_string(),
                     namespace: config.namespace.clone(),
                     timeout: config.store_timeout,
                 };
                 let store = RedisStore::open(&opts, policy).await.map_err(|e| match e {
                     StoreError::Engine(e) => Error::from(e),
-                    e => Error::Config(format!("shared store {url}: {e}")),
+                    e => Error::Config(format!(
+                        "shared store {}: {e}",
+                        crate::config::redacted_url(url)
+                    )),
                 })?;
                 let secret = store.secret();
                 (store.engine().clone(), secret, Some(Arc::new(store)))

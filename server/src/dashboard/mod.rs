@@ -142,7 +142,8 @@ fn require_enabled(state: &AppState) -> Result<&str> {
     state
         .config
         .admin_token
-        .as_deref()
+        .as_ref()
+        .map(crate::config::Secret::expose)
         .ok_or(Error::AdminDisabled)
 }
 
@@ -399,7 +400,7 @@ mod tests {
     fn state(token: Option<&str>) -> AppState {
         let engine = Engine::new(Policy::default(), Options::in_memory([5; 32])).unwrap();
         let config = Config {
-            admin_token: token.map(str::to_string),
+            admin_token: token.map(crate::config::Secret::from),
             ..Config::default()
         };
         AppState(Arc::new(Service::from_parts(
