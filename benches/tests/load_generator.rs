@@ -119,6 +119,16 @@ fn http_batch_sends_one_check_batch_and_one_outcome_batch_per_unit() {
 }
 
 #[test]
+fn http_validate_sends_one_request_per_attempt() {
+    let (_bare, http) = start_bare();
+    let r = run(&format!("http://{http}"), "http-validate", "5", &[]);
+    assert_eq!(r["errors"], 0, "{r}");
+    let attempts = r["attempts"].as_u64().expect("attempts");
+    assert!(attempts >= 256, "{r}");
+    assert_eq!(r["requests"].as_u64(), Some(attempts), "{r}");
+}
+
+#[test]
 fn a_refused_connection_counts_as_an_error_not_an_attempt() {
     let r = run(&format!("http://{}", free_addr()), "http-pair", "1", &[]);
     assert_eq!(r["attempts"], 0, "{r}");

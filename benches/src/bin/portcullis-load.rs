@@ -155,6 +155,8 @@ struct Item {
     result: &'static str,
     /// The `/v1/check` body, serialised once when the trace is loaded.
     check: Bytes,
+    /// The `/v1/validate` body (the check's fields and a payload for the agent), likewise.
+    validate: Bytes,
 }
 
 fn load_trace(path: &std::path::Path) -> Result<Arc<Vec<Item>>> {
@@ -173,8 +175,12 @@ fn load_trace(path: &std::path::Path) -> Result<Arc<Vec<Item>>> {
                 Truth::UnknownUser => "unknown_user",
             },
             check: Bytes::new(),
+            validate: Bytes::new(),
         };
-        it.check = Bytes::from(serde_json::to_vec(&check_body(&it))?);
+        let mut body = check_body(&it);
+        it.check = Bytes::from(serde_json::to_vec(&body)?);
+        body["payload"] = json!({"load": true});
+        it.validate = Bytes::from(serde_json::to_vec(&body)?);
         items.push(it);
     }
     if items.is_empty() {
@@ -342,10 +348,7 @@ async fn unit(
         }
         Mode::HttpValidate => {
             let it = sh.item(sh.next.fetch_add(1, Ordering::Relaxed));
-            let mut b = check_body(it);
-            b["payload"] = json!({"load": true});
-            http.post("/v1/validate", Bytes::from(serde_json::to_vec(&b)?))
-                .await?;
+            http.post("/v1/validate", it.validate.clone()).await?;
             Ok((1, 1))
         }
         Mode::HttpBatch => {
