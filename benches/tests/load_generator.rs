@@ -92,40 +92,35 @@ fn run(http: &str, mode: &str, seconds: &str, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON result")
 }
 
-#[test]
-fn http_pair_sends_a_check_and_an_outcome_for_every_forwarded_attempt() {
+/// One bounded run of `mode` against fresh bare servers, which answer every request and forward
+/// every check: no errors and at least the 256 attempts asked for. Returns (attempts, requests).
+fn run_against_bare(mode: &str, extra: &[&str]) -> (u64, u64) {
     let (_bare, http) = start_bare();
-    let r = run(&format!("http://{http}"), "http-pair", "5", &[]);
+    let r = run(&format!("http://{http}"), mode, "5", extra);
     assert_eq!(r["errors"], 0, "{r}");
     let attempts = r["attempts"].as_u64().expect("attempts");
     assert!(attempts >= 256, "{r}");
+    (attempts, r["requests"].as_u64().expect("requests"))
+}
+
+#[test]
+fn http_pair_sends_a_check_and_an_outcome_for_every_forwarded_attempt() {
+    let (attempts, requests) = run_against_bare("http-pair", &[]);
     // The bare server forwards everything: two requests per attempt.
-    assert_eq!(r["requests"].as_u64(), Some(2 * attempts), "{r}");
+    assert_eq!(requests, 2 * attempts);
 }
 
 #[test]
 fn http_batch_sends_one_check_batch_and_one_outcome_batch_per_unit() {
-    let (_bare, http) = start_bare();
-    let r = run(
-        &format!("http://{http}"),
-        "http-batch",
-        "5",
-        &["--batch", "8"],
-    );
-    assert_eq!(r["errors"], 0, "{r}");
-    let attempts = r["attempts"].as_u64().expect("attempts");
-    assert!(attempts >= 256 && attempts % 8 == 0, "{r}");
-    assert_eq!(r["requests"].as_u64(), Some(attempts / 8 * 2), "{r}");
+    let (attempts, requests) = run_against_bare("http-batch", &["--batch", "8"]);
+    assert_eq!(attempts % 8, 0, "{attempts} attempts");
+    assert_eq!(requests, attempts / 8 * 2);
 }
 
 #[test]
 fn http_validate_sends_one_request_per_attempt() {
-    let (_bare, http) = start_bare();
-    let r = run(&format!("http://{http}"), "http-validate", "5", &[]);
-    assert_eq!(r["errors"], 0, "{r}");
-    let attempts = r["attempts"].as_u64().expect("attempts");
-    assert!(attempts >= 256, "{r}");
-    assert_eq!(r["requests"].as_u64(), Some(attempts), "{r}");
+    let (attempts, requests) = run_against_bare("http-validate", &[]);
+    assert_eq!(requests, attempts);
 }
 
 #[test]

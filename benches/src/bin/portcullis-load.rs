@@ -256,10 +256,12 @@ struct CheckAnswer<'a> {
     id: Option<&'a str>,
 }
 
-/// The `/v1/outcome` body for a forwarded attempt of `it` (ids are digits, results fixed words:
-/// nothing to escape).
-fn outcome_body(id: &str, it: &Item) -> Bytes {
-    Bytes::from(format!(r#"{{"id":"{id}","result":"{}"}}"#, it.result))
+/// Appends the `/v1/outcome` body for a forwarded attempt of `it` to `out` (ids are digits,
+/// results fixed words: nothing to escape).
+fn push_outcome(out: &mut Vec<u8>, id: &str, it: &Item) {
+    for part in [r#"{"id":""#, id, r#"","result":""#, it.result, r#""}"#] {
+        out.extend_from_slice(part.as_bytes());
+    }
 }
 
 /// A lean HTTP/1.1 client on one keep-alive connection, one per worker. The generator shares the
@@ -288,6 +290,15 @@ impl Http1 {
             host: HeaderValue::from_str(authority)?,
             conn: None,
         })
+    }
+
+    /// A client of the same server on a connection of its own (made on first use).
+    fn fresh(&self) -> Http1 {
+        Http1 {
+            addr: self.addr,
+            host: self.host.clone(),
+            conn: None,
+        }
     }
 
     /// POSTs a JSON `body` to `path`; the answer's body, or an error for a failure or a status
@@ -340,8 +351,13 @@ async fn unit(
             let answer = http.post("/v1/check", it.check.clone()).await?;
             let d: CheckAnswer<'_> = serde_json::from_slice(&answer)?;
             if d.decision == "forward" {
-                let body = outcome_body(d.id.context("a forwarded check without an id")?, it);
-                http.post("/v1/outcome", body).await?;
+                let mut body = Vec::with_capacity(64);
+                push_outcome(
+                    &mut body,
+                    d.id.context("a forwarded check without an id")?,
+                    it,
+                );
+                http.post("/v1/outcome", Bytes::from(body)).await?;
                 return Ok((1, 2));
             }
             Ok((1, 1))
@@ -373,10 +389,11 @@ async fn unit(
                     if outs.len() > 1 {
                         outs.push(b',');
                     }
-                    outs.extend_from_slice(&outcome_body(
+                    push_outcome(
+                        &mut outs,
                         d.id.context("a forwarded check without an id")?,
                         it,
-                    ));
+                    );
                 }
             }
             outs.push(b']');
@@ -522,11 +539,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let sh = sh.clone();
-        let mut http = Http1 {
-            conn: None,
-            host: http.host.clone(),
-            ..http
-        };
+        let mut http = http.fresh();
         let mode = args.mode;
         let batch = args.batch.max(1);
         let schedule = schedule.clone();
