@@ -129,3 +129,47 @@ fn a_refused_connection_counts_as_an_error_not_an_attempt() {
     assert_eq!(r["attempts"], 0, "{r}");
     assert!(r["errors"].as_u64().unwrap_or(0) > 0, "{r}");
 }
+
+#[test]
+fn suite_at_half_rate_runs_the_service_and_the_bare_server_open_loop_at_one_rate() {
+    // Another bare server stands in for the service.
+    let (_service, http) = start_bare();
+    let t = trace();
+    let out = Command::new(LOAD)
+        .args(["suite", "--modes", "http-pair", "--half-rate", "--quiet"])
+        .args(["--http", &format!("http://{http}")])
+        .args(["--bare-http", &free_addr().to_string()])
+        .args(["--bare-grpc", &free_addr().to_string()])
+        .args([
+            "--max-attempts",
+            "256",
+            "--duration",
+            "2",
+            "--concurrency",
+            "4",
+        ])
+        .arg("--trace")
+        .arg(t.path())
+        .stderr(Stdio::null())
+        .output()
+        .expect("portcullis-load suite");
+    assert!(out.status.success(), "suite failed");
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("one JSON result");
+    let row = &rows[0];
+    let service = &row["service_half_rate"];
+    let bare = &row["bare_half_rate"];
+    for r in [service, bare] {
+        assert_eq!(r["errors"], 0, "{row}");
+        assert_eq!(r["loop_kind"], "open", "{row}");
+        assert!(r["latency_us"]["count"].as_u64().unwrap_or(0) > 0, "{row}");
+    }
+    // Both at half the service's closed-loop rate.
+    let half = row["service"]["attempts_per_second"]
+        .as_f64()
+        .expect("rate")
+        / 2.0;
+    for r in [service, bare] {
+        let target = r["target_rate"].as_f64().expect("target_rate");
+        assert!((target - half).abs() < 1e-6 * half.max(1.0), "{row}");
+    }
+}

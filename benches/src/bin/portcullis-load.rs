@@ -140,9 +140,16 @@ struct SuiteArgs {
         default_value = "http-pair,http-batch,grpc-unary,grpc-stream"
     )]
     modes: Vec<Mode>,
-    /// Also run each mode open-loop at half its closed-loop rate, for latency.
+    /// Also run each mode open-loop at half its closed-loop rate, for latency, against the service
+    /// and against the bare server at the same rate.
     #[arg(long)]
     half_rate: bool,
+    /// Where the bare HTTP server this suite starts listens.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    bare_http: std::net::SocketAddr,
+    /// Where the bare gRPC server this suite starts listens.
+    #[arg(long, default_value = "127.0.0.1:15051")]
+    bare_grpc: std::net::SocketAddr,
 }
 
 /// One attempt from the trace.
@@ -810,9 +817,9 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         .args([
             "bare",
             "--http",
-            "127.0.0.1:18080",
+            &args.bare_http.to_string(),
             "--grpc",
-            "127.0.0.1:15051",
+            &args.bare_grpc.to_string(),
         ])
         .stdin(std::process::Stdio::null())
         .spawn()
@@ -824,8 +831,8 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         let mut svc = args.run.clone();
         svc.mode = *mode;
         let mut bare = svc.clone();
-        bare.http = "http://127.0.0.1:18080".into();
-        bare.grpc = "http://127.0.0.1:15051".into();
+        bare.http = format!("http://{}", args.bare_http);
+        bare.grpc = format!("http://{}", args.bare_grpc);
         let s = match run(&svc, items.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -845,6 +852,12 @@ async fn suite(args: SuiteArgs) -> Result<()> {
             half.rate = Some(s.attempts_per_second / 2.0);
             half.concurrency = half.concurrency.max(64);
             row["service_half_rate"] = serde_json::to_value(run(&half, items.clone()).await?)?;
+            // The bare server at the same rate: the latency floor of the framework and of this
+            // generator's pacing (tokio's timer wakes on whole milliseconds), from the same run.
+            let mut bare_half = half.clone();
+            bare_half.http = bare.http.clone();
+            bare_half.grpc = bare.grpc.clone();
+            row["bare_half_rate"] = serde_json::to_value(run(&bare_half, items.clone()).await?)?;
         }
         eprintln!(
             "{mode:?}: service {:.0} attempts/s ({:.0} req/s), bare {:.0} req/s, ratio {:.2}",
