@@ -1,0 +1,34 @@
+//! `portcullis-speed memory` on a few thousand accounts: it reports what it measured, and its
+//! second pass over the tracked accounts tracks no new one. Nothing here is timed.
+
+use serde_json::Value;
+use std::process::Command;
+
+const SPEED: &str = env!("CARGO_BIN_EXE_portcullis-speed");
+
+#[test]
+fn memory_reports_live_and_resident_bytes_and_its_steady_pass_tracks_no_new_account() {
+    let out = Command::new(SPEED)
+        .args(["memory", "--accounts", "5000"])
+        .output()
+        .expect("portcullis-speed memory");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    // The 5,000 accounts and the 256 tracked before counting.
+    assert_eq!(r["accounts"], 5256, "{r}");
+    let live = r["bytes_per_account"].as_f64().expect("bytes_per_account");
+    let steady = r["steady_bytes_per_account"]
+        .as_f64()
+        .expect("steady_bytes_per_account");
+    // An account is at least its key, its record and its name.
+    assert!(live > 100.0, "{r}");
+    // The steady pass decides on tracked accounts only: live bytes barely move.
+    assert!((steady - live).abs() < 0.05 * live, "{r}");
+    for k in ["rss_bytes_per_account", "steady_rss_bytes_per_account"] {
+        assert!(r[k].as_f64().is_some(), "{k} missing: {r}");
+    }
+}
