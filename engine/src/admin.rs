@@ -682,7 +682,7 @@ impl Engine {
 
     /// The tenant of an attempt in flight (for the service's metrics labels).
     pub fn pending_tenant(&self, attempt_id: u64) -> Option<std::sync::Arc<str>> {
-        let id = self.pending.get(&attempt_id).map(|p| p.tenant)?;
+        let id = self.pending.tenant_of(attempt_id)?;
         self.tenant_names.read().get(&id).cloned()
     }
 

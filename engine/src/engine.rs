@@ -21,6 +21,7 @@ use crate::filter::SprayFilter;
 use crate::keys::{KeyScheme, Keys, TenantKeys};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
+use crate::pending::{self, PendingTable};
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
 use crate::rate::SourceRate;
 use crate::rules::{self, familiar_key, SourceContext, SourceKeys};
@@ -291,7 +292,8 @@ pub struct Engine {
     pub(crate) sprays: Map<u64, SprayState>,
     /// Fingerprints ever marked sprayed in `sprays` ([`SprayFilter`]: no false negatives).
     pub(crate) sprayed: SprayFilter,
-    pub(crate) pending: Map<u64, Pending>,
+    /// Attempts in flight, by attempt id ([`PendingTable`]).
+    pub(crate) pending: PendingTable,
     pub(crate) next_id: AtomicU64,
     /// Upper bounds of the map sizes between two exact counts (`DashMap::len` locks every
     /// shard, too dear for every attempt): raised on every insert, set to the exact size when
@@ -321,7 +323,7 @@ thread_local! {
 /// Tenants cached per thread.
 const TENANT_CACHE_LEN: usize = 8;
 /// Attempt ids a thread reserves at a time.
-const ID_BLOCK_LEN: u64 = 1024;
+const ID_BLOCK_LEN: u64 = pending::BLOCK;
 /// Attempts in flight a thread adds before it adds them to the shared hint.
 const PENDING_BATCH: usize = 64;
 
@@ -356,9 +358,10 @@ impl Engine {
             sources: new_map(),
             sprays: new_map(),
             sprayed: SprayFilter::default(),
-            pending: new_map(),
-            // Ids start at a random point so ids from before a restart are never reused.
-            next_id: AtomicU64::new(u64::from_le_bytes(seed) >> 12),
+            pending: PendingTable::default(),
+            // Ids start at a random point so ids from before a restart are never reused, on a
+            // block boundary so that each block fills one stripe of the pending table.
+            next_id: AtomicU64::new((u64::from_le_bytes(seed) >> 12) & !(pending::BLOCK - 1)),
             accounts_hint: AtomicUsize::new(0),
             sources_hint: AtomicUsize::new(0),
             sprays_hint: AtomicUsize::new(0),
@@ -862,9 +865,9 @@ impl Engine {
         now: Timestamp,
     ) -> Result<OutcomeEffects> {
         let now = now.as_millis();
-        let (_, pend) = self
+        let pend = self
             .pending
-            .remove(&attempt_id)
+            .remove(attempt_id)
             .ok_or(Error::UnknownAttempt(attempt_id))?;
         self.with_tenant(TenantRef::Id(pend.tenant), |rt| {
             self.outcome_in(rt, &pend, result, fingerprint, now)
@@ -1027,7 +1030,7 @@ impl Engine {
         // Copied so that no lock is held while the pending map's shards are.
         let names = self.tenant_names.read().clone();
         let mut expired = Vec::new();
-        self.pending.retain(|_, p| {
+        self.pending.retain(|p| {
             let tenant = names.get(&p.tenant).map_or("default", |n| &**n);
             let w = policy.for_tenant(tenant).directory.observation_window.ms();
             let keep = now - p.at < w;

@@ -28,6 +28,7 @@ mod filter;
 pub mod keys;
 pub mod net;
 pub mod normalize;
+mod pending;
 pub mod policy;
 mod rate;
 pub mod replay;
