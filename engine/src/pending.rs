@@ -187,4 +187,35 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert!(t.remove(1).is_none());
     }
+
+    #[test]
+    fn threads_record_and_take_each_others_attempts_exactly_once() {
+        let t = std::sync::Arc::new(PendingTable::default());
+        // Each thread records a range of blocks (some ids wrap onto held slots), then the other
+        // thread takes them.
+        let record = |base: u64| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for id in base..base + 3 * RING {
+                    t.insert(id, pending(id as i64));
+                }
+            })
+        };
+        let (a, b) = (record(0), record(10 * RING));
+        a.join().expect("thread a");
+        b.join().expect("thread b");
+        assert_eq!(t.len(), 6 * RING as usize);
+        let take = |base: u64| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                (base..base + 3 * RING)
+                    .filter(|&id| t.remove(id).is_some_and(|p| p.at == id as i64))
+                    .count()
+            })
+        };
+        let (a, b) = (take(10 * RING), take(0));
+        assert_eq!(a.join().expect("thread a"), 3 * RING as usize);
+        assert_eq!(b.join().expect("thread b"), 3 * RING as usize);
+        assert_eq!(t.len(), 0);
+    }
 }
