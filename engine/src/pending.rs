@@ -17,13 +17,13 @@ use crate::engine::{new_map, Map, Pending};
 use parking_lot::Mutex;
 
 /// Ids per thread block, and slots per stripe.
-pub(crate) const BLOCK: u64 = 1024;
+pub(crate) const BLOCK: u64 = 256;
 /// Stripes of the ring.
 const STRIPES: u64 = 16;
 /// Slots in the ring.
 const RING: u64 = BLOCK * STRIPES;
 
-/// One stripe: its slots (allocated on first use and kept: 80 KiB) and how many hold an attempt.
+/// One stripe: its slots (allocated on first use and kept: 20 KiB) and how many hold an attempt.
 #[derive(Default)]
 struct Stripe {
     slots: Vec<Option<(u64, Pending)>>,
