@@ -1027,7 +1027,7 @@ impl Engine {
     /// directory has forgotten them too.
     fn expire_pending(&self, now: i64) {
         let policy = self.policy();
-        // Copied so that no lock is held while the pending map's shards are.
+        // Copied so that no lock is held while the pending table's stripes and shards are.
         let names = self.tenant_names.read().clone();
         let mut expired = Vec::new();
         self.pending.retain(|p| {
