@@ -255,7 +255,9 @@ fn account_attempt(e: &Engine, i: u64, now: i64, outcome: Outcome, attacker: boo
 }
 
 /// Bytes per tracked account: `accounts` accounts, each one successful sign-in from a familiar
-/// office prefix (the common case), then live heap bytes over the empty engine's, divided.
+/// office prefix (the common case), then live heap bytes over the empty engine's, divided; and
+/// the resident set's growth, right after and (`steady_*`) after a pass over the same accounts
+/// and the allocator's purge.
 fn memory(accounts: u64) {
     let e = engine(None);
     let t0 = 1_800_000_000_000i64;
