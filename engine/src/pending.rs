@@ -78,7 +78,7 @@ impl PendingTable {
             let slot = stripe
                 .slots
                 .get_mut(i)
-                .filter(|s| s.as_ref().is_some_and(|e| e.0 == id));
+                .filter(|slot| slot.as_ref().is_some_and(|(held, _)| *held == id));
             if let Some((_, p)) = slot.and_then(Option::take) {
                 stripe.held -= 1;
                 return Some(p);
