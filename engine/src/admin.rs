@@ -336,9 +336,7 @@ impl Engine {
         for n in policy.tenants.keys() {
             add(n);
         }
-        for a in self.accounts.iter() {
-            add(&a.tenant);
-        }
+        self.accounts.for_each(|_, a| add(&a.tenant));
         names
     }
 
@@ -347,9 +345,8 @@ impl Engine {
     pub fn active_lockouts(&self, now: Timestamp) -> Vec<LockoutView> {
         let now = now.as_millis();
         let mut out = Vec::new();
-        for a in self.accounts.iter() {
-            out.extend(lockout_views(&a, now));
-        }
+        self.accounts
+            .for_each(|_, a| out.extend(lockout_views(a, now)));
         sort_lockouts(&mut out);
         out
     }
@@ -432,7 +429,7 @@ impl Engine {
     ) -> Result<AccountExplain> {
         let (key, name) = self.admin_account_key(tenant, user)?;
         let a = self.accounts.get(&key);
-        Ok(self.explain_state(tenant, name, a.as_deref().map(|b| &**b), now))
+        Ok(self.explain_state(tenant, name, a.as_deref(), now))
     }
 
     /// Explains the account `name` (normalised) of `tenant` whose state is `a` (`None`: not
@@ -611,12 +608,13 @@ impl Engine {
                 h.last_seen_ms,
             )
         };
-        let mut out: Vec<AccountHeat> = self
-            .accounts
-            .iter()
-            .map(|a| self.account_heat(&a, now))
-            .filter(|h| score(h).0 > 0 || h.locked)
-            .collect();
+        let mut out: Vec<AccountHeat> = Vec::new();
+        self.accounts.for_each(|_, a| {
+            let h = self.account_heat(a, now);
+            if score(&h).0 > 0 || h.locked {
+                out.push(h);
+            }
+        });
         out.sort_by(|x, y| (score(y), &x.account).cmp(&(score(x), &y.account)));
         out.truncate(n);
         out
@@ -627,12 +625,13 @@ impl Engine {
     /// with neither are left out), closest first.
     pub fn budget_pressure(&self, now: Timestamp, n: usize) -> Vec<AccountHeat> {
         let now = now.as_millis();
-        let mut out: Vec<AccountHeat> = self
-            .accounts
-            .iter()
-            .map(|a| self.account_heat(&a, now))
-            .filter(|h| h.directory_bad_count + h.pending > 0)
-            .collect();
+        let mut out: Vec<AccountHeat> = Vec::new();
+        self.accounts.for_each(|_, a| {
+            let h = self.account_heat(a, now);
+            if h.directory_bad_count + h.pending > 0 {
+                out.push(h);
+            }
+        });
         // Closest first: fewest bad passwords left before the threshold.
         let left = |h: &AccountHeat| {
             h.directory_threshold

@@ -14,6 +14,7 @@
 //! account (an active lockout, attempts in flight, a directory counter near its threshold,
 //! familiar locations, a flag) and sprayed fingerprints are kept.
 
+use crate::accounts::AccountMap;
 use crate::clock::Timestamp;
 use crate::decision::{Attempt, Decision, Fired, Outcome, Reason, Verdict};
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ use crate::pending::{self, PendingTable};
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
 use crate::rate::SourceRate;
 use crate::rules::{self, familiar_key, SourceContext, SourceKeys};
-use crate::state::{AccountState, SourceState, SprayState};
+use crate::state::{AccountState, SourceState, SprayState, TenantName};
 use crate::store::{Batch, Kind, Store};
 use dashmap::{DashMap, DashSet};
 use parking_lot::RwLock;
@@ -113,6 +114,11 @@ impl AccountKey {
         (u128::from(self.hi) << 64) | u128::from(self.lo)
     }
 
+    /// The key folded to 64 bits: the account map's table hash.
+    pub(crate) fn fold(self) -> u64 {
+        self.hi ^ self.lo
+    }
+
     /// 32 bits of the key: an account's tag in distinct-account sets.
     pub(crate) fn tag(self) -> u32 {
         self.lo as u32
@@ -122,7 +128,7 @@ impl AccountKey {
 impl std::hash::Hash for AccountKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // The key is already a keyed hash: one word of it feeds the map's hasher.
-        state.write_u64(self.hi ^ self.lo);
+        state.write_u64(self.fold());
     }
 }
 
@@ -134,6 +140,8 @@ pub(crate) struct SourceKey {
 
 pub(crate) struct TenantRt {
     pub(crate) name: Arc<str>,
+    /// The name as the tenant's accounts hold it (one allocation for them all).
+    pub(crate) account_name: TenantName,
     pub(crate) id: u64,
     /// The tenant's account-key and fingerprint hashers.
     pub(crate) keys: TenantKeys,
@@ -287,7 +295,7 @@ pub struct Engine {
     pub(crate) tenants_gen: AtomicU64,
     /// This engine among all engines of the process (keys the thread-local caches).
     pub(crate) uid: u64,
-    pub(crate) accounts: Map<AccountKey, Box<AccountState>>,
+    pub(crate) accounts: AccountMap,
     pub(crate) sources: Map<SourceKey, SourceState>,
     pub(crate) sprays: Map<u64, SprayState>,
     /// Fingerprints ever marked sprayed in `sprays` ([`SprayFilter`]: no false negatives).
@@ -354,7 +362,7 @@ impl Engine {
             tenant_names: RwLock::new(HashMap::new()),
             tenants_gen: AtomicU64::new(0),
             uid: NEXT_ENGINE_UID.fetch_add(1, Ordering::Relaxed),
-            accounts: new_map(),
+            accounts: AccountMap::default(),
             sources: new_map(),
             sprays: new_map(),
             sprayed: SprayFilter::default(),
@@ -617,6 +625,7 @@ impl Engine {
         let id = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
         let rt = Arc::new(TenantRt {
             name: name.clone(),
+            account_name: Arc::new(name.as_ref().into()),
             id,
             keys: self.keys.for_tenant(&name),
             limiter: SourceRate::new(policy.sources.rate_per_second, policy.sources.rate_burst),
@@ -837,8 +846,8 @@ impl Engine {
             Some(a) => a,
             None => {
                 self.accounts_hint.fetch_add(1, Ordering::Relaxed);
-                self.accounts.entry(key).or_insert_with(|| {
-                    Box::new(AccountState::new(rt.name.clone(), name.into(), now))
+                self.accounts.get_or_insert_with(key, || {
+                    AccountState::new(rt.account_name.clone(), name.into(), now)
                 })
             }
         };
@@ -1057,7 +1066,7 @@ impl Engine {
         self.accounts.retain(|k, a| {
             let keep = account_value(a, policies.get(&a.tenant), now) > 0;
             if !keep {
-                removed.push(*k);
+                removed.push(k);
             }
             keep
         });
@@ -1112,18 +1121,13 @@ impl Engine {
         let mut policies = PolicyOf::new(&policy);
         if self.accounts.len() > self.limits.max_accounts {
             let target = self.limits.max_accounts * 9 / 10;
-            let mut cands: Vec<(u8, i64, AccountKey)> = self
-                .accounts
-                .iter()
-                .map(|e| {
-                    (
-                        account_value(e.value(), policies.get(&e.tenant), now),
-                        e.last_seen,
-                        *e.key(),
-                    )
-                })
-                .filter(|c| c.0 < 3)
-                .collect();
+            let mut cands: Vec<(u8, i64, AccountKey)> = Vec::new();
+            self.accounts.for_each(|k, a| {
+                let value = account_value(a, policies.get(&a.tenant), now);
+                if value < 3 {
+                    cands.push((value, a.last_seen, k));
+                }
+            });
             cands.sort_unstable();
             let excess = self.accounts.len().saturating_sub(target);
             for (_, _, k) in cands.into_iter().take(excess) {
@@ -1233,14 +1237,22 @@ impl Engine {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        // Accounts of one tenant share one copy of its name, as accounts tracked live do.
+        let mut names: HashMap<String, TenantName> = HashMap::new();
         for (k, v) in store.load(Kind::Account)? {
             let key = u128::from_be_bytes(
                 k.as_slice()
                     .try_into()
                     .map_err(|_| corrupt("accounts", &k, "key length"))?,
             );
-            let state: AccountState = decode(&v).map_err(|e| corrupt("accounts", &k, &e))?;
-            self.accounts.insert(AccountKey::new(key), Box::new(state));
+            let mut state: AccountState = decode(&v).map_err(|e| corrupt("accounts", &k, &e))?;
+            match names.get(&**state.tenant) {
+                Some(shared) => state.tenant = shared.clone(),
+                None => {
+                    names.insert(state.tenant.to_string(), state.tenant.clone());
+                }
+            }
+            self.accounts.insert(AccountKey::new(key), state);
         }
         for (k, v) in store.load(Kind::Source)? {
             let (tenant, net): (u64, NetKey) =

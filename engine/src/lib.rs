@@ -19,6 +19,7 @@
 //! - [`admin`]: operator views (lockouts, blocked sources, sprayed passwords, account explain)
 //!   and actions (unlock, clear a source block).
 
+mod accounts;
 pub mod admin;
 pub mod clock;
 pub mod decision;

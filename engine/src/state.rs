@@ -8,7 +8,6 @@
 use crate::net::NetKey;
 use crate::window::{RecentSet, SlidingCount};
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The directory's bad-password counter for one account, as the directory keeps it.
@@ -150,8 +149,52 @@ impl Trouble {
 
 static NO_TROUBLE: Trouble = Trouble::NONE;
 
-/// Familiar locations, one held inline: most accounts sign in from one place.
-type FamiliarList = SmallVec<[(NetKey, i64); 1]>;
+/// A tenant's name as accounts hold it: one allocation per tenant shared by its accounts, behind
+/// a thin pointer (8 bytes where `Arc<str>` takes 16: there is one in every account).
+pub type TenantName = Arc<Box<str>>;
+
+/// Familiar locations with their last success (ms), one held inline: most accounts sign in from
+/// one place. 32 bytes: the spilled form's pointer sits beside the byte of the inline entry that
+/// tells the forms apart (a `bool` in [`NetKey`]), where a `SmallVec` would take 40.
+#[derive(Clone, Debug, Default)]
+enum FamiliarList {
+    #[default]
+    Empty,
+    One((NetKey, i64)),
+    Many(Box<[(NetKey, i64)]>),
+}
+
+impl FamiliarList {
+    fn as_slice(&self) -> &[(NetKey, i64)] {
+        match self {
+            FamiliarList::Empty => &[],
+            FamiliarList::One(e) => std::slice::from_ref(e),
+            FamiliarList::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(NetKey, i64)] {
+        match self {
+            FamiliarList::Empty => &mut [],
+            FamiliarList::One(e) => std::slice::from_mut(e),
+            FamiliarList::Many(v) => v,
+        }
+    }
+
+    fn from_vec(v: Vec<(NetKey, i64)>) -> Self {
+        match v[..] {
+            [] => FamiliarList::Empty,
+            [e] => FamiliarList::One(e),
+            _ => FamiliarList::Many(v.into_boxed_slice()),
+        }
+    }
+}
+
+impl PartialEq for FamiliarList {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_slice() == o.as_slice()
+    }
+}
 
 /// Everything the engine knows about one account.
 ///
@@ -163,7 +206,7 @@ type FamiliarList = SmallVec<[(NetKey, i64); 1]>;
 #[derive(Clone, Debug)]
 pub struct AccountState {
     /// Tenant name.
-    pub tenant: Arc<str>,
+    pub tenant: TenantName,
     /// Normalised sign-in name.
     pub name: Box<str>,
     /// Last activity (ms).
@@ -201,7 +244,7 @@ impl Eq for AccountState {}
 
 impl AccountState {
     /// A fresh account.
-    pub fn new(tenant: Arc<str>, name: Box<str>, now: i64) -> Self {
+    pub fn new(tenant: TenantName, name: Box<str>, now: i64) -> Self {
         AccountState {
             tenant,
             name,
@@ -209,7 +252,7 @@ impl AccountState {
             good_fps: [0; 2],
             pending: 0,
             unknown: false,
-            familiar: FamiliarList::new(),
+            familiar: FamiliarList::Empty,
             trouble: None,
         }
     }
@@ -232,7 +275,7 @@ impl AccountState {
 
     /// Familiar prefixes with their last success (ms).
     pub fn familiar(&self) -> &[(NetKey, i64)] {
-        &self.familiar
+        self.familiar.as_slice()
     }
 
     /// Ends both smart lockouts (admin unlock; the repeat levels and the directory mirror are
@@ -261,29 +304,35 @@ impl AccountState {
     /// Whether `loc` had a success within `for_ms`.
     pub fn is_familiar(&self, loc: NetKey, now: i64, for_ms: i64) -> bool {
         self.familiar
+            .as_slice()
             .iter()
             .any(|&(k, t)| k == loc && now - t < for_ms)
     }
 
     /// Records a success from `loc`, evicting the least recently used beyond `max`.
     pub fn add_familiar(&mut self, loc: NetKey, now: i64, max: usize) {
-        if let Some(e) = self.familiar.iter_mut().find(|e| e.0 == loc) {
+        if let Some(e) = self.familiar.as_mut_slice().iter_mut().find(|e| e.0 == loc) {
             e.1 = e.1.max(now);
             return;
         }
-        while self.familiar.len() >= max.max(1) {
-            let oldest = self
-                .familiar
+        if let FamiliarList::Empty = self.familiar {
+            self.familiar = FamiliarList::One((loc, now));
+            return;
+        }
+        // Beyond the inline one, rebuilt at each new location: few accounts have many.
+        let mut list = Vec::with_capacity(self.familiar.as_slice().len() + 1);
+        list.extend_from_slice(self.familiar.as_slice());
+        while list.len() >= max.max(1) {
+            let oldest = list
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, e)| e.1)
                 .map(|(i, _)| i)
                 .unwrap_or(0);
-            self.familiar.swap_remove(oldest);
+            list.swap_remove(oldest);
         }
-        // Beyond the inline one, grown one entry at a time: few accounts have many locations.
-        self.familiar.reserve_exact(1);
-        self.familiar.push((loc, now));
+        list.push((loc, now));
+        self.familiar = FamiliarList::from_vec(list);
     }
 
     /// Whether the wrong fingerprint `fp` was seen within `for_ms`.
@@ -350,7 +399,7 @@ struct AccountRecordRef<'a> {
 /// [`AccountRecordRef`] read back.
 #[derive(Deserialize)]
 struct AccountRecord {
-    tenant: Arc<str>,
+    tenant: Box<str>,
     name: Box<str>,
     mirror: DirectoryMirror,
     fails: [SlidingCount; 2],
@@ -372,7 +421,7 @@ impl Serialize for AccountState {
             mirror: &t.mirror,
             fails: &t.fails,
             locks: &t.locks,
-            familiar: &self.familiar,
+            familiar: self.familiar.as_slice(),
             bad_fps: &t.bad_fps,
             good_fps: &self.good_fps,
             flagged: &t.flagged,
@@ -394,13 +443,13 @@ impl<'de> Deserialize<'de> for AccountState {
             flagged: r.flagged,
         };
         Ok(AccountState {
-            tenant: r.tenant,
+            tenant: Arc::new(r.tenant),
             name: r.name,
             last_seen: r.last_seen,
             good_fps: r.good_fps,
             pending: 0,
             unknown: r.unknown,
-            familiar: r.familiar.into_iter().collect(),
+            familiar: FamiliarList::from_vec(r.familiar),
             // Nothing recorded reads back as no record: the memory stays as small as it was.
             trouble: (trouble != Trouble::NONE).then(|| Box::new(trouble)),
         })
@@ -536,7 +585,7 @@ mod tests {
 
     #[test]
     fn familiar_locations_evict_the_least_recently_used() {
-        let mut a = AccountState::new("t".into(), "u".into(), 0);
+        let mut a = AccountState::new(Arc::new("t".into()), "u".into(), 0);
         let ip = |s: &str| NetKey::new(s.parse().unwrap(), 24);
         a.add_familiar(ip("10.0.1.1"), 1, 2);
         a.add_familiar(ip("10.0.2.1"), 2, 2);
@@ -549,6 +598,46 @@ mod tests {
             !a.is_familiar(ip("10.0.3.1"), 200, 100),
             "familiarity expires"
         );
+    }
+
+    /// The familiar list as it was kept before it held one entry inline without a `SmallVec`:
+    /// a vector, the least recently used swapped out.
+    fn add_to_model(list: &mut Vec<(NetKey, i64)>, loc: NetKey, now: i64, max: usize) {
+        if let Some(e) = list.iter_mut().find(|e| e.0 == loc) {
+            e.1 = e.1.max(now);
+            return;
+        }
+        while list.len() >= max.max(1) {
+            let oldest = list
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.1)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            list.swap_remove(oldest);
+        }
+        list.push((loc, now));
+    }
+
+    proptest::proptest! {
+        /// Whatever the locations, times and caps (a policy reload may lower the cap), the list
+        /// holds what a plain vector would, in the same order, and reads back from its
+        /// serialised form equal.
+        #[test]
+        fn the_familiar_list_keeps_what_a_vector_would(
+            steps in proptest::collection::vec((0u8..6, 0i64..50, 0usize..5), 0..40)
+        ) {
+            let mut a = AccountState::new(Arc::new("t".into()), "u".into(), 0);
+            let mut model = Vec::new();
+            for (loc, now, max) in steps {
+                let key = NetKey::new(std::net::IpAddr::from([10, loc, 0, 1]), 24);
+                a.add_familiar(key, now, max);
+                add_to_model(&mut model, key, now, max);
+                proptest::prop_assert_eq!(a.familiar(), &model[..]);
+            }
+            let back: AccountState = bincode::deserialize(&bincode::serialize(&a).unwrap()).unwrap();
+            proptest::prop_assert_eq!(back, a);
+        }
     }
 
     /// The flat struct `AccountState` derived its serde form from before the failure record was
@@ -613,7 +702,7 @@ mod tests {
 
         // An account that never failed writes the flat record's zeros and reads back without a
         // failure record.
-        let mut quiet = AccountState::new("acme".into(), "bob".into(), MIN);
+        let mut quiet = AccountState::new(Arc::new("acme".into()), "bob".into(), MIN);
         quiet.add_familiar(ip("10.1.2.3"), MIN, 4);
         let bytes = bincode::serialize(&quiet).unwrap();
         let as_flat: FlatAccount = bincode::deserialize(&bytes).unwrap();
@@ -627,7 +716,7 @@ mod tests {
 
     #[test]
     fn only_a_failure_gives_an_account_a_failure_record() {
-        let mut a = AccountState::new("t".into(), "u".into(), 0);
+        let mut a = AccountState::new(Arc::new("t".into()), "u".into(), 0);
         assert!(!a.unlock(1), "nothing to unlock");
         if let Some(t) = a.existing_trouble_mut() {
             t.fails[0].reset();
@@ -638,13 +727,14 @@ mod tests {
         a.remember_bad(9, 1, 4);
         assert!(a.trouble.is_some());
         assert!(a.knows_bad(9, 2, 100));
-        // One account is a key and a pointer in the engine's map plus this much behind the pointer.
-        assert!(std::mem::size_of::<AccountState>() <= 112);
+        // With its 16-byte key beside it, an account fits mimalloc's 112-byte size class (the
+        // engine's map holds a pointer to the pair).
+        assert!(std::mem::size_of::<AccountState>() <= 96);
     }
 
     #[test]
     fn remembers_only_the_last_distinct_wrong_passwords() {
-        let mut a = AccountState::new("t".into(), "u".into(), 0);
+        let mut a = AccountState::new(Arc::new("t".into()), "u".into(), 0);
         for (fp, t) in [(1, 0), (2, 1), (1, 2), (3, 3), (4, 4)] {
             a.remember_bad(fp, t, 3);
         }

@@ -53,7 +53,7 @@
 use portcullis_engine::net::{canonical, NetKey};
 use portcullis_engine::policy::{Familiarity, Mode, TenantPolicy};
 use portcullis_engine::rules::{self, familiar_key, AccountEffects, SourceContext, SourceKeys};
-use portcullis_engine::state::{AccountState, SourceState, SprayState};
+use portcullis_engine::state::{AccountState, SourceState, SprayState, TenantName};
 use portcullis_engine::{Attempt, Decision, Engine, Outcome, OutcomeEffects, Timestamp, Verdict};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::de::DeserializeOwned;
@@ -636,7 +636,7 @@ impl RedisStore {
         }
 
         let id = new_id();
-        let tenant: Arc<str> = a.tenant.into();
+        let tenant: TenantName = Arc::new(a.tenant.into());
         let window = p.directory.observation_window.ms();
         let att_key = self.attempt_key(id);
         let d = self
