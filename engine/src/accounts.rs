@@ -105,10 +105,16 @@ impl AccountMap {
 
     /// Tracks `state` as the account `key`, replacing what was there.
     pub(crate) fn insert(&self, key: AccountKey, state: AccountState) {
-        let mut state = Some(state);
-        let mut a = self.get_or_insert_with(key, || state.take().expect("made once"));
-        if let Some(s) = state {
-            *a = s;
+        let h = hash_of(key);
+        match self
+            .shard(h)
+            .write()
+            .entry(h, |s| s.key == key, |s| hash_of(s.key))
+        {
+            TableEntry::Occupied(mut o) => o.get_mut().state = state,
+            TableEntry::Vacant(v) => {
+                v.insert(Box::new(Slot { key, state }));
+            }
         }
     }
 

@@ -322,15 +322,7 @@ impl AccountState {
         // Beyond the inline one, rebuilt at each new location: few accounts have many.
         let mut list = Vec::with_capacity(self.familiar.as_slice().len() + 1);
         list.extend_from_slice(self.familiar.as_slice());
-        while list.len() >= max.max(1) {
-            let oldest = list
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.1)
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            list.swap_remove(oldest);
-        }
+        make_room(&mut list, max);
         list.push((loc, now));
         self.familiar = FamiliarList::from_vec(list);
     }
@@ -365,17 +357,23 @@ impl AccountState {
             e.1 = e.1.max(now);
             return;
         }
-        while bad.len() >= max {
-            let oldest = bad
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.1)
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            bad.swap_remove(oldest);
-        }
+        make_room(bad, max);
         bad.reserve_exact(1);
         bad.push((fp, now));
+    }
+}
+
+/// Drops the least recently used entries of a bounded list (by their time, the order of
+/// `swap_remove`) until there is room for one more within `max` (at least one).
+fn make_room<K>(list: &mut Vec<(K, i64)>, max: usize) {
+    while list.len() >= max.max(1) {
+        let oldest = list
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.1)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        list.swap_remove(oldest);
     }
 }
 
@@ -600,22 +598,14 @@ mod tests {
         );
     }
 
-    /// The familiar list as it was kept before it held one entry inline without a `SmallVec`:
-    /// a vector, the least recently used swapped out.
+    /// The familiar list kept in a plain vector under the same bounded-list rule: what the
+    /// inline-or-boxed form must match.
     fn add_to_model(list: &mut Vec<(NetKey, i64)>, loc: NetKey, now: i64, max: usize) {
         if let Some(e) = list.iter_mut().find(|e| e.0 == loc) {
             e.1 = e.1.max(now);
             return;
         }
-        while list.len() >= max.max(1) {
-            let oldest = list
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.1)
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            list.swap_remove(oldest);
-        }
+        make_room(list, max);
         list.push((loc, now));
     }
 
