@@ -33,6 +33,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -132,10 +133,20 @@ impl std::hash::Hash for AccountKey {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SourceKey {
     pub(crate) tenant: u64,
     pub(crate) net: NetKey,
+}
+
+/// Two words for the hasher: the address bits, and the tenant's id (a keyed hash, uniform) with
+/// the prefix length and family mixed into its low bits. Equal keys hash alike.
+impl Hash for SourceKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.net.bits());
+        state.write_u64(self.tenant ^ u64::from(self.net.tag()));
+    }
 }
 
 pub(crate) struct TenantRt {

@@ -7,6 +7,7 @@
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The canonical form of a client address (IPv4-mapped IPv6 becomes IPv4).
@@ -36,7 +37,7 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 /// 128-bit value) to keep the key 8-aligned and 24 bytes: it sits in every source-map entry and
 /// every familiar location. It serialises as the 128-bit value it stands for ([`NetKeyRecord`]),
 /// the form the stores have always held.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(from = "NetKeyRecord", into = "NetKeyRecord")]
 pub struct NetKey {
     hi: u64,
@@ -73,27 +74,33 @@ impl NetKey {
     /// `ip` masked to its first `len` bits (clamped to the family's width).
     pub fn new(ip: IpAddr, len: u8) -> Self {
         match canonical(ip) {
-            IpAddr::V4(a) => {
-                let len = len.min(32);
-                let v = u32::from(a);
-                let masked = if len == 0 {
-                    0
-                } else {
-                    v & (u32::MAX << (32 - len))
-                };
-                NetKey::from_bits(u128::from(masked), len, false)
-            }
-            IpAddr::V6(a) => {
-                let len = len.min(128);
-                let v = u128::from(a);
-                let masked = if len == 0 {
-                    0
-                } else {
-                    v & (u128::MAX << (128 - len))
-                };
-                NetKey::from_bits(masked, len, true)
-            }
+            IpAddr::V4(a) => NetKey::v4(u32::from(a), len),
+            IpAddr::V6(a) => NetKey::v6(u128::from(a), len),
         }
+    }
+
+    /// The IPv4 address `v` masked to `len` bits (at most 32).
+    #[inline]
+    pub(crate) fn v4(v: u32, len: u8) -> Self {
+        let len = len.min(32);
+        let masked = if len == 0 {
+            0
+        } else {
+            v & (u32::MAX << (32 - len))
+        };
+        NetKey::from_bits(u128::from(masked), len, false)
+    }
+
+    /// The IPv6 address `v` (not IPv4-mapped) masked to `len` bits (at most 128).
+    #[inline]
+    pub(crate) fn v6(v: u128, len: u8) -> Self {
+        let len = len.min(128);
+        let masked = if len == 0 {
+            0
+        } else {
+            v & (u128::MAX << (128 - len))
+        };
+        NetKey::from_bits(masked, len, true)
     }
 
     fn from_bits(bits: u128, len: u8, v6: bool) -> Self {
@@ -105,7 +112,13 @@ impl NetKey {
         }
     }
 
-    fn bits(&self) -> u128 {
+    /// The length and family in one word, as the hashers take them.
+    #[inline]
+    pub(crate) fn tag(&self) -> u16 {
+        u16::from(self.len) | (u16::from(self.v6) << 8)
+    }
+
+    pub(crate) fn bits(&self) -> u128 {
         (u128::from(self.hi) << 64) | u128::from(self.lo)
     }
 
@@ -147,6 +160,25 @@ impl fmt::Display for NetKey {
         } else {
             write!(f, "{}", self.to_ipnet())
         }
+    }
+}
+
+/// Field by field, as a derived `PartialEq` would, without a branch per field: keys are
+/// compared in every familiar-list walk and map probe.
+impl PartialEq for NetKey {
+    #[inline]
+    fn eq(&self, o: &NetKey) -> bool {
+        ((self.hi ^ o.hi) | (self.lo ^ o.lo) | u64::from(self.tag() ^ o.tag())) == 0
+    }
+}
+
+/// Two words for the hasher instead of four: the address bits in one, and the length and family
+/// in the other (as `Eq` compares them). Equal keys hash alike; the maps' hashers are seeded.
+impl Hash for NetKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.bits());
+        state.write_u16(self.tag());
     }
 }
 
