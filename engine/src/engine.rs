@@ -22,6 +22,7 @@ use crate::filter::SprayFilter;
 use crate::keys::{KeyScheme, Keys, TenantKeys};
 use crate::net::{canonical, NetKey};
 use crate::normalize::normalize_into;
+use crate::pad::Padded;
 use crate::pending::{self, PendingTable};
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
 use crate::rate::SourceRate;
@@ -313,20 +314,20 @@ pub struct Engine {
     pub(crate) sprayed: SprayFilter,
     /// Attempts in flight, by attempt id ([`PendingTable`]).
     pub(crate) pending: PendingTable,
-    pub(crate) next_id: AtomicU64,
+    pub(crate) next_id: Padded<AtomicU64>,
     /// Upper bounds of the map sizes between two exact counts (`DashMap::len` locks every
     /// shard, too dear for every attempt): raised on every insert, set to the exact size when
     /// above the cap and after housekeeping.
-    pub(crate) accounts_hint: AtomicUsize,
-    pub(crate) sources_hint: AtomicUsize,
-    pub(crate) sprays_hint: AtomicUsize,
-    pub(crate) pending_hint: AtomicUsize,
+    pub(crate) accounts_hint: Padded<AtomicUsize>,
+    pub(crate) sources_hint: Padded<AtomicUsize>,
+    pub(crate) sprays_hint: Padded<AtomicUsize>,
+    pub(crate) pending_hint: Padded<AtomicUsize>,
     pub(crate) dirty_accounts: Set<AccountKey>,
     pub(crate) dirty_sources: Set<SourceKey>,
     pub(crate) dirty_sprays: Set<u64>,
     pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) limits: Limits,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Padded<Counters>,
 }
 
 thread_local! {
@@ -380,17 +381,19 @@ impl Engine {
             pending: PendingTable::default(),
             // Ids start at a random point so ids from before a restart are never reused, on a
             // block boundary so that each block fills one stripe of the pending table.
-            next_id: AtomicU64::new((u64::from_le_bytes(seed) >> 12) & !(pending::BLOCK - 1)),
-            accounts_hint: AtomicUsize::new(0),
-            sources_hint: AtomicUsize::new(0),
-            sprays_hint: AtomicUsize::new(0),
-            pending_hint: AtomicUsize::new(0),
+            next_id: Padded(AtomicU64::new(
+                (u64::from_le_bytes(seed) >> 12) & !(pending::BLOCK - 1),
+            )),
+            accounts_hint: Padded(AtomicUsize::new(0)),
+            sources_hint: Padded(AtomicUsize::new(0)),
+            sprays_hint: Padded(AtomicUsize::new(0)),
+            pending_hint: Padded(AtomicUsize::new(0)),
             dirty_accounts: Set::default(),
             dirty_sources: Set::default(),
             dirty_sprays: Set::default(),
             store: opts.store,
             limits: opts.limits,
-            counters: Counters::default(),
+            counters: Padded::default(),
         };
         engine.load()?;
         engine.resync_hints();

@@ -29,6 +29,7 @@ mod filter;
 pub mod keys;
 pub mod net;
 pub mod normalize;
+mod pad;
 mod pending;
 pub mod policy;
 mod rate;

@@ -14,6 +14,7 @@
 //! - `len` counts the attempts held in slots and in the map.
 
 use crate::engine::{new_map, Map, Pending};
+use crate::pad::Padded;
 use parking_lot::Mutex;
 
 /// Ids per thread block, and slots per stripe.
@@ -32,7 +33,10 @@ struct Stripe {
 
 /// The attempts in flight. See the module docs.
 pub(crate) struct PendingTable {
-    stripes: Box<[Mutex<Stripe>]>,
+    /// Each on lines of its own: consecutive id blocks go to neighbouring stripes, so two threads
+    /// each filling their own block would otherwise take one line from each other on every check
+    /// and outcome.
+    stripes: Box<[Padded<Mutex<Stripe>>]>,
     overflow: Map<u64, Pending>,
 }
 
@@ -40,7 +44,7 @@ impl Default for PendingTable {
     fn default() -> Self {
         PendingTable {
             stripes: (0..STRIPES)
-                .map(|_| Mutex::new(Stripe::default()))
+                .map(|_| Padded(Mutex::new(Stripe::default())))
                 .collect(),
             overflow: new_map(),
         }
