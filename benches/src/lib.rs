@@ -100,6 +100,11 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The time of the event [`Cursor::next`] returns next.
+    pub fn time(&self, w: &Workload) -> i64 {
+        self.base + w.events[self.pos].ts_ms
+    }
+
     /// The next event and its time on the ever-advancing timeline.
     #[inline]
     pub fn next<'w>(&mut self, w: &'w Workload) -> (&'w TraceEvent, i64) {
@@ -192,6 +197,11 @@ impl Driver {
             last_flush: i64::MIN,
             tally: Tally::default(),
         }
+    }
+
+    /// The trace time of the attempt this driver runs next.
+    pub fn time(&self, w: &Workload) -> i64 {
+        self.cursor.time(w)
     }
 
     /// Runs `n` attempts of `w` through `engine`.

@@ -32,3 +32,33 @@ fn memory_reports_live_and_resident_bytes_and_its_steady_pass_tracks_no_new_acco
         assert!(r[k].as_f64().is_some(), "{k} missing: {r}");
     }
 }
+
+/// Runs `portcullis-speed rate` with `args` and returns its JSON line.
+fn rate(args: &[&str]) -> Value {
+    let out = Command::new(SPEED)
+        .arg("rate")
+        .args(args)
+        .output()
+        .expect("portcullis-speed rate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
+}
+
+#[test]
+fn rate_says_how_housekeeping_ran_and_counts_its_calls() {
+    let r = rate(&["--threads", "2", "--seconds", "0.5"]);
+    assert_eq!(r["maintain"], "every 1 s", "{r}");
+    assert!(r["maintain_calls"].as_u64().is_some(), "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+
+    let r = rate(&["--seconds", "0.5", "--maintain-every", "1000"]);
+    assert_eq!(r["maintain"], "every 1000 attempts", "{r}");
+    let attempts = r["attempts"].as_u64().expect("attempts");
+    // The worker runs whole blocks of 10,000 attempts: ten calls each.
+    assert_eq!(r["maintain_calls"].as_u64(), Some(attempts / 1000), "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}

@@ -4,10 +4,16 @@
 //! ```text
 //! portcullis-speed rate --threads 1 --seconds 5            # mixed_week, decide + outcome
 //! portcullis-speed rate --threads 1 --seconds 5 --sled     # sled write-behind, flushed every second
+//! portcullis-speed rate --maintain-every 5000              # housekeeping every 5,000 attempts
 //! portcullis-speed attempts 200000                          # a fixed count, for callgrind
 //! portcullis-speed memory --accounts 1000000                # bytes per tracked account
 //! portcullis-speed scale                                    # cost vs tracked accounts and attack share
 //! ```
+//!
+//! `rate` runs the engine's housekeeping ([`Engine::maintain`]) as `portcullis serve` does, on a
+//! wall-clock timer of its own (every second; serve's default is every 5 s), unless
+//! `--maintain-every N` has the first worker run it every N of its attempts instead: the cost of
+//! housekeeping at 1,000 attempts/s charged at the bench's rate, an upper bound.
 //!
 //! Every figure is printed as one JSON line. Memory is counted by a global allocator that adds up
 //! live bytes (requested sizes), so it is the engine's own heap, not the process's RSS.
@@ -16,7 +22,7 @@ use portcullis_benches::{default_policy, outcome_for, Driver, FlushEvery, Tally,
 use portcullis_engine::store::SledStore;
 use portcullis_engine::{Attempt, Engine, Limits, Options, Outcome, Timestamp};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +101,10 @@ fn main() {
             args.iter()
                 .position(|a| a == "--trace")
                 .and_then(|i| args.get(i + 1)),
+            match arg(&args, "--maintain-every", 0u64) {
+                0 => Housekeeping::EverySecond,
+                n => Housekeeping::EveryAttempts(n),
+            },
         ),
         Some("attempts") => attempts(
             arg(&args, "attempts", 0)
@@ -103,7 +113,7 @@ fn main() {
         Some("memory") => memory(arg(&args, "--accounts", 1_000_000)),
         Some("scale") => scale(arg(&args, "--max-accounts", 1_000_000)),
         _ => {
-            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] | attempts N | memory [--accounts N] | scale [--max-accounts N]");
+            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] [--maintain-every ATTEMPTS] | attempts N | memory [--accounts N] | scale [--max-accounts N]");
             std::process::exit(2);
         }
     }
@@ -127,8 +137,25 @@ fn engine(store: Option<Arc<SledStore>>) -> Engine {
     .expect("engine")
 }
 
+/// When the timed part of `rate` runs [`Engine::maintain`].
+#[derive(Clone, Copy)]
+enum Housekeeping {
+    /// On a wall-clock timer of its own thread, every second, as `portcullis serve` does (every
+    /// 5 s by default): its cost per attempt falls as traffic grows.
+    EverySecond,
+    /// On the first worker, every this many of its attempts: a server taking 1,000 attempts/s
+    /// and maintaining every 5 s, charged at whatever rate the bench runs (`--maintain-every`).
+    EveryAttempts(u64),
+}
+
 /// decide + outcome over `mixed_week` (2,000 users) on `threads` threads for `seconds`.
-fn rate(threads: usize, seconds: f64, sled: bool, trace: Option<&String>) {
+fn rate(
+    threads: usize,
+    seconds: f64,
+    sled: bool,
+    trace: Option<&String>,
+    housekeeping: Housekeeping,
+) {
     let w = match trace {
         Some(path) => {
             let mut events: Vec<portcullis_engine::trace::TraceEvent> =
@@ -152,11 +179,32 @@ fn rate(threads: usize, seconds: f64, sled: bool, trace: Option<&String>) {
     warm.run(&e, &w, w.events.len() as u64);
     let stop = AtomicBool::new(false);
     let flushes = std::sync::atomic::AtomicU64::new(0);
+    let maintains = std::sync::atomic::AtomicU64::new(0);
+    // Each worker's trace time, published every 10,000 attempts for the housekeeping thread.
+    let times: Vec<AtomicI64> = (0..threads).map(|_| AtomicI64::new(i64::MIN)).collect();
     let start = Instant::now();
     let calls0 = counting::calls();
     let mut total = Tally::default();
     let mut n = 0u64;
     std::thread::scope(|s| {
+        if let Housekeeping::EverySecond = housekeeping {
+            s.spawn(|| {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    if last.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                    last = Instant::now();
+                    // The earliest worker's time: nothing a worker still has in flight expires.
+                    let now = times.iter().map(|t| t.load(Ordering::Relaxed)).min();
+                    if let Some(now) = now.filter(|&t| t != i64::MIN) {
+                        e.maintain(portcullis_engine::Timestamp::from_millis(now));
+                        maintains.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
         if sled {
             // Write-behind on a wall-clock timer: every 1 s, as `portcullis serve` does.
             s.spawn(|| {
@@ -171,16 +219,24 @@ fn rate(threads: usize, seconds: f64, sled: bool, trace: Option<&String>) {
             .iter()
             .enumerate()
             .map(|(k, w)| {
-                let e = &e;
+                let (e, times, maintains) = (&e, &times, &maintains);
                 s.spawn(move || {
+                    let every = match housekeeping {
+                        Housekeeping::EveryAttempts(n) if k == 0 => Some(n),
+                        _ => None,
+                    };
                     // Time keeps moving on from the warm-up pass.
-                    let mut d = Driver::new(w, (k == 0).then_some(5_000), FlushEvery::Never);
+                    let mut d = Driver::new(w, every, FlushEvery::Never);
                     d.run(e, w, w.events.len() as u64); // catch up one pass, untimed below
                     let mut n = 0u64;
                     let t = Instant::now();
                     while t.elapsed().as_secs_f64() < seconds {
+                        times[k].store(d.time(w), Ordering::Relaxed);
                         d.run(e, w, 10_000);
                         n += 10_000;
+                    }
+                    if let Some(every) = every {
+                        maintains.fetch_add(n / every, Ordering::Relaxed);
                     }
                     (n, d.tally, t.elapsed())
                 })
@@ -199,7 +255,12 @@ fn rate(threads: usize, seconds: f64, sled: bool, trace: Option<&String>) {
         let _ = start;
         let per_sec = n as f64 / secs;
         println!(
-            "{{\"bench\":\"rate\",\"threads\":{threads},\"sled\":{sled},\"attempts\":{n},\"seconds\":{secs:.3},\"attempts_per_second\":{per_sec:.0},\"allocs_per_attempt\":{:.3},\"forwarded\":{},\"refused\":{},\"errors\":{}}}",
+            "{{\"bench\":\"rate\",\"threads\":{threads},\"sled\":{sled},\"maintain\":\"{}\",\"maintain_calls\":{},\"attempts\":{n},\"seconds\":{secs:.3},\"attempts_per_second\":{per_sec:.0},\"allocs_per_attempt\":{:.3},\"forwarded\":{},\"refused\":{},\"errors\":{}}}",
+            match housekeeping {
+                Housekeeping::EverySecond => "every 1 s".to_string(),
+                Housekeeping::EveryAttempts(k) => format!("every {k} attempts"),
+            },
+            maintains.load(Ordering::Relaxed),
             (counting::calls() - calls0) as f64 / n as f64,
             total.forwarded,
             total.refused,
