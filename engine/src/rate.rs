@@ -10,12 +10,12 @@
 //! Invariants:
 //! - A bucket's state is its TAT in nanoseconds since time 0, and 0 means "never seen", as in
 //!   governor's store (a `NonZeroU64`).
-//! - A check changes its bucket with one compare-and-swap, so concurrent checks of one address
-//!   are each counted once.
+//! - A check changes its bucket under its shard's write lock, so concurrent checks of one address
+//!   are each counted once. (A compare-and-swap under the read lock took one more locked
+//!   instruction per check: the lock's two are paid either way.)
 
 use crate::engine::{new_map, Map};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// One tenant's per-address limit: `rate` arrivals per second, bursts of up to `burst`.
@@ -24,7 +24,7 @@ pub(crate) struct SourceRate {
     t: u64,
     /// The burst tolerance: how far a TAT may run ahead of now, `t * (burst - 1)`.
     tau: u64,
-    tats: Map<IpAddr, AtomicU64>,
+    tats: Map<IpAddr, u64>,
 }
 
 /// Nanoseconds since time 0 of the injected time `now_ms` (time before 0 counts as 0).
@@ -48,37 +48,30 @@ impl SourceRate {
     /// would, when it does not (and is not counted).
     #[inline]
     pub(crate) fn check(&self, ip: &IpAddr, now_ms: i64) -> Option<Duration> {
-        if let Some(tat) = self.tats.get(ip) {
-            return self.update(&tat, nanos(now_ms));
+        if let Some(mut tat) = self.tats.get_mut(ip) {
+            return self.update(&mut tat, nanos(now_ms));
         }
-        let tat = self.tats.entry(*ip).or_default();
-        self.update(&tat, nanos(now_ms))
+        let mut tat = self.tats.entry(*ip).or_default();
+        self.update(&mut tat, nanos(now_ms))
     }
 
     /// GCRA's test and update of one bucket at `t0` (ns).
     #[inline]
-    fn update(&self, state: &AtomicU64, t0: u64) -> Option<Duration> {
-        let mut prev = state.load(Ordering::Acquire);
-        loop {
-            let tat = if prev == 0 { t0 } else { prev };
-            let earliest = tat.saturating_sub(self.tau);
-            if t0 < earliest {
-                return Some(Duration::from_nanos(earliest - t0));
-            }
-            let next = tat.max(t0).saturating_add(self.t);
-            match state.compare_exchange_weak(prev, next, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return None,
-                Err(now) => prev = now,
-            }
+    fn update(&self, state: &mut u64, t0: u64) -> Option<Duration> {
+        let tat = if *state == 0 { t0 } else { *state };
+        let earliest = tat.saturating_sub(self.tau);
+        if t0 < earliest {
+            return Some(Duration::from_nanos(earliest - t0));
         }
+        *state = tat.max(t0).saturating_add(self.t);
+        None
     }
 
     /// Forgets the buckets that are as good as new at `now_ms`: a TAT no later than one
     /// emission interval before now lets a whole burst through, as a new bucket does.
     pub(crate) fn retain_recent(&self, now_ms: i64) {
         let drop_below = nanos(now_ms).saturating_sub(self.t);
-        self.tats
-            .retain(|_, v| v.load(Ordering::Relaxed) > drop_below);
+        self.tats.retain(|_, v| *v > drop_below);
     }
 
     /// Buckets held.
@@ -95,7 +88,7 @@ mod tests {
     use governor::{Quota, RateLimiter};
     use proptest::prelude::*;
     use std::num::NonZeroU32;
-    use std::sync::atomic::AtomicI64;
+    use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::Arc;
 
     /// A clock for governor that reads a shared cell of milliseconds.
