@@ -180,6 +180,7 @@ pub(crate) fn new_map<K: Eq + std::hash::Hash, V>() -> Map<K, V> {
     DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS)
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pending {
     pub(crate) account: AccountKey,
     /// The tenant's id ([`TenantRt::id`]); its name is in `Engine::tenant_names`.
@@ -1053,15 +1054,14 @@ impl Engine {
         // Copied so that no lock is held while the pending table's stripes and shards are.
         let names = self.tenant_names.read().clone();
         let mut expired = Vec::new();
-        self.pending.retain(|p| {
-            let tenant = names.get(&p.tenant).map_or("default", |n| &**n);
-            let w = policy.for_tenant(tenant).directory.observation_window.ms();
-            let keep = now - p.at < w;
-            if !keep {
-                expired.push(p.account);
-            }
-            keep
-        });
+        self.pending.retain(
+            |p| {
+                let tenant = names.get(&p.tenant).map_or("default", |n| &**n);
+                let w = policy.for_tenant(tenant).directory.observation_window.ms();
+                now - p.at < w
+            },
+            |p| expired.push(p.account),
+        );
         for key in expired {
             if let Some(mut a) = self.accounts.get_mut(&key) {
                 a.pending = a.pending.saturating_sub(1);
