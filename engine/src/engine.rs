@@ -918,8 +918,13 @@ impl Engine {
             _ => None,
         };
 
+        // Each map's guard is dropped before the next map, or a dirty set, is touched: no lock is
+        // held across two maps.
+        let durable = self.store.is_some();
+
         // The account.
         let mut name = None;
+        let mut account_dirty = false;
         if let Some(mut acct) = self.accounts.get_mut(&pend.account) {
             let afx = rules::account_outcome(
                 &mut acct,
@@ -933,12 +938,13 @@ impl Engine {
             );
             fx.lockout_started = afx.lockout_started;
             fx.account_flagged = afx.flagged;
-            if afx.durable && self.store.is_some() {
-                self.dirty_accounts.insert(pend.account);
-            }
+            account_dirty = afx.durable;
             if sprayed_success.is_some() {
                 name = Some(acct.name.clone());
             }
+        }
+        if account_dirty && durable {
+            self.dirty_accounts.insert(pend.account);
         }
 
         // The sources.
@@ -954,10 +960,19 @@ impl Engine {
             for net in SourceKeys::of(pend.ip, p).iter() {
                 fam_seen |= net == fam_key;
                 let skey = SourceKey { tenant: rt.id, net };
-                let mut s = self.source_entry(skey);
-                if rules::source_outcome(&mut s, p, result, net, fam_key, acct_tag, trusted, now) {
+                let blocked = rules::source_outcome(
+                    &mut self.source_entry(skey),
+                    p,
+                    result,
+                    net,
+                    fam_key,
+                    acct_tag,
+                    trusted,
+                    now,
+                );
+                if blocked {
                     fx.source_blocked = true;
-                    if self.store.is_some() {
+                    if durable {
                         self.dirty_sources.insert(skey);
                     }
                 }
@@ -975,32 +990,40 @@ impl Engine {
         // The fingerprint.
         match (result, fp) {
             (Outcome::WrongPassword | Outcome::UnknownUser, Some(h)) => {
-                let mut sp = match self.sprays.get_mut(&h) {
-                    Some(sp) => sp,
-                    None => {
-                        self.sprays_hint.fetch_add(1, Ordering::Relaxed);
-                        self.sprays.entry(h).or_default()
+                let (detected, changed) = {
+                    let mut sp = match self.sprays.get_mut(&h) {
+                        Some(sp) => sp,
+                        None => {
+                            self.sprays_hint.fetch_add(1, Ordering::Relaxed);
+                            self.sprays.entry(h).or_default()
+                        }
+                    };
+                    let (detected, changed) = rules::spray_failure(&mut sp, p, acct_tag, now);
+                    if detected {
+                        // Before the mark can be seen: the entry is still held. (The filter is
+                        // atomic words, not a map.)
+                        self.sprayed.insert(h);
                     }
+                    (detected, changed)
                 };
-                let (detected, durable) = rules::spray_failure(&mut sp, p, acct_tag, now);
-                if detected {
-                    // Before the mark can be seen: the entry is still held.
-                    self.sprayed.insert(h);
-                }
                 fx.spray_detected = detected;
-                if durable && self.store.is_some() {
+                if changed && durable {
                     self.dirty_sprays.insert(h);
                 }
             }
             (_, Some(h)) if sprayed_success.is_some() => {
-                if let Some(mut sp) = self.sprays.get_mut(&h) {
-                    let name = name.unwrap_or_else(|| "?".into());
-                    if sp.flagged.len() < 1000 && !sp.flagged.iter().any(|(_, n)| *n == name) {
-                        sp.flagged.push((rt.name.clone(), name));
+                let found = match self.sprays.get_mut(&h) {
+                    Some(mut sp) => {
+                        let name = name.unwrap_or_else(|| "?".into());
+                        if sp.flagged.len() < 1000 && !sp.flagged.iter().any(|(_, n)| *n == name) {
+                            sp.flagged.push((rt.name.clone(), name));
+                        }
+                        true
                     }
-                    if self.store.is_some() {
-                        self.dirty_sprays.insert(h);
-                    }
+                    None => false,
+                };
+                if found && durable {
+                    self.dirty_sprays.insert(h);
                 }
             }
             _ => {}
