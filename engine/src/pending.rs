@@ -153,6 +153,9 @@ impl PendingTable {
                 .compare_exchange(0, BUSY, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
+                // Orders the claim before the field writes for readers that peek (a seqlock's
+                // writer fence; free on x86).
+                std::sync::atomic::fence(Ordering::Release);
                 slot.write(&p);
                 slot.state.store(id, Ordering::Release);
                 return;
