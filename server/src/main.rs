@@ -171,8 +171,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
         };
         let service = Service::build(config, Some(metrics)).await?;
         let state = AppState(Arc::new(service));
-        // Before "Listening.": from then on a SIGTERM drains and flushes.
+        // Before "Listening.": from then on a SIGTERM drains and flushes, and a SIGHUP reloads.
         let shutdown = portcullis_server::server::shutdown_signal();
+        let hangup = portcullis_server::reload::hangup();
         tracing::info!(
             http = %http.local_addr()?,
             grpc = %grpc.local_addr()?,
@@ -191,6 +192,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             grpc,
             admin,
             tls,
+            hangup,
         };
         portcullis_server::server::serve(state, listeners, shutdown).await?;
         Ok(())

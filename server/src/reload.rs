@@ -56,8 +56,24 @@ pub fn reload_all(state: &AppState) {
     }
 }
 
-/// Watches the policy files and SIGHUP until `shutdown` fires.
-pub async fn watch(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// The SIGHUP stream, for [`watch`]. Register it before the service says it listens: until a
+/// handler is registered, a SIGHUP ends the process (the signal's default action).
+pub fn hangup() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGHUP.");
+            None
+        }
+    }
+}
+
+/// Watches the policy files and SIGHUP (`hup`, from [`hangup`]) until `shutdown` fires.
+pub async fn watch(
+    state: AppState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let files: Vec<PathBuf> = std::iter::once(state.config.policy.clone())
         .chain(state.config.shadow.clone())
@@ -94,13 +110,6 @@ pub async fn watch(state: AppState, mut shutdown: tokio::sync::watch::Receiver<b
         }
         Err(e) => {
             tracing::warn!(error = %e, "File watching unavailable; SIGHUP still reloads.");
-            None
-        }
-    };
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot listen for SIGHUP.");
             None
         }
     };

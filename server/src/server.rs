@@ -43,6 +43,7 @@ pub async fn run(
         grpc,
         admin: None,
         tls: None,
+        hangup: crate::reload::hangup(),
     };
     serve(state, listeners, shutdown).await
 }
@@ -57,6 +58,9 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// TLS for all of them; `None`: plain text.
     pub tls: Option<crate::tls::Tls>,
+    /// SIGHUP, which reloads the policies ([`crate::reload::hangup`], registered before the
+    /// service says it listens).
+    pub hangup: Option<tokio::signal::unix::Signal>,
 }
 
 /// Serves on `listeners` until `shutdown` completes, then drains and flushes.
@@ -70,6 +74,7 @@ pub async fn serve(
         grpc,
         admin,
         tls,
+        hangup,
     } = listeners;
     // Checked before anything starts, so a bad identity stops the service cleanly.
     let mut builder = tonic::transport::Server::builder()
@@ -131,6 +136,7 @@ pub async fn serve(
     tasks.push(tokio::spawn(crate::reload::watch(
         state.clone(),
         rx.clone(),
+        hangup,
     )));
     if let Some(store) = state.shared.clone() {
         // The shared store's health: a ping every second keeps `/readyz` and the `store_up`

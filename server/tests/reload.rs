@@ -97,6 +97,22 @@ async fn sighup_reloads_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_right_after_listening_reloads_and_never_ends_the_service() {
+    // The handler is registered before "Listening.": a SIGHUP at once must not meet the
+    // signal's default action, which ends the process.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, V1).unwrap();
+    let s = Server::start(&dir.path().join("data"), &policy, &[]);
+    std::fs::write(&policy, V2).unwrap();
+    let pid = s.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let c = client();
+    eventually("v2 in force", || async { version(&c, &s).await == "v2" }).await;
+    s.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_policy_counts_disagreements_without_acting() {
     let dir = tempfile::tempdir().unwrap();
     let shadow = dir.path().join("shadow.toml");
