@@ -124,6 +124,11 @@ impl Default for PendingTable {
     }
 }
 
+/// Whether attempt `id` may sit in a slot: ids 0 and [`BUSY`] are slot states, and live in the map.
+fn slotted(id: u64) -> bool {
+    id != 0 && id != BUSY
+}
+
 /// The stripe and slot of id `id`.
 fn home(id: u64) -> (usize, usize) {
     let r = id % RING;
@@ -131,11 +136,10 @@ fn home(id: u64) -> (usize, usize) {
 }
 
 impl PendingTable {
-    /// The home slot of `id`, if its stripe was ever used and `id` may be held in a slot (ids 0
-    /// and [`BUSY`] are states, and live in the map).
+    /// The home slot of `id`, if its stripe was ever used and `id` may sit in a slot.
     #[inline]
     fn slot(&self, id: u64) -> Option<&Slot> {
-        if id == 0 || id == BUSY {
+        if !slotted(id) {
             return None;
         }
         let (s, i) = home(id);
@@ -144,7 +148,7 @@ impl PendingTable {
 
     /// Records attempt `id` (not already held).
     pub(crate) fn insert(&self, id: u64, p: Pending) {
-        if id != 0 && id != BUSY {
+        if slotted(id) {
             let (s, i) = home(id);
             let slot =
                 &self.stripes[s].get_or_init(|| (0..BLOCK).map(|_| Slot::default()).collect())[i];
@@ -190,13 +194,18 @@ impl PendingTable {
         self.overflow.get(&id).map(|p| p.tenant)
     }
 
-    /// Attempts held (reads every slot's state, and locks every map shard in turn).
-    pub(crate) fn len(&self) -> usize {
-        let in_slots: usize = self
-            .stripes
+    /// Every slot of the stripes used so far.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.stripes
             .iter()
             .filter_map(OnceLock::get)
             .flat_map(|slots| slots.iter())
+    }
+
+    /// Attempts held (reads every slot's state, and locks every map shard in turn).
+    pub(crate) fn len(&self) -> usize {
+        let in_slots = self
+            .slots()
             .filter(|s| s.state.load(Ordering::Relaxed) != 0)
             .count();
         in_slots + self.overflow.len()
@@ -209,14 +218,9 @@ impl PendingTable {
         mut keep: impl FnMut(&Pending) -> bool,
         mut dropped: impl FnMut(&Pending),
     ) {
-        for slot in self
-            .stripes
-            .iter()
-            .filter_map(OnceLock::get)
-            .flat_map(|slots| slots.iter())
-        {
+        for slot in self.slots() {
             let id = slot.state.load(Ordering::Relaxed);
-            if id == 0 || id == BUSY {
+            if !slotted(id) {
                 continue;
             }
             // Read without claiming the slot, so that an outcome for it never finds it busy;
