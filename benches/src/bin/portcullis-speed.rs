@@ -6,6 +6,7 @@
 //! portcullis-speed rate --threads 1 --seconds 5 --sled     # sled write-behind, flushed every second
 //! portcullis-speed rate --maintain-every 5000              # housekeeping every 5,000 attempts
 //! portcullis-speed attempts 200000                          # a fixed count, for callgrind
+//! portcullis-speed attempts 200000 --maintain-every 1000000 # ... with housekeeping as `rate` has it
 //! portcullis-speed memory --accounts 1000000                # bytes per tracked account
 //! portcullis-speed scale                                    # cost vs tracked accounts and attack share
 //! ```
@@ -18,7 +19,9 @@
 //! Every figure is printed as one JSON line. Memory is counted by a global allocator that adds up
 //! live bytes (requested sizes), so it is the engine's own heap, not the process's RSS.
 
-use portcullis_benches::{default_policy, outcome_for, Driver, FlushEvery, Tally, Workload};
+use portcullis_benches::{
+    default_policy, outcome_for, Driver, FlushEvery, Tally, Workload, MAINTAIN_EVERY_ATTEMPTS,
+};
 use portcullis_engine::store::SledStore;
 use portcullis_engine::{Attempt, Engine, Limits, Options, Outcome, Timestamp};
 use std::net::{IpAddr, Ipv4Addr};
@@ -109,11 +112,12 @@ fn main() {
         Some("attempts") => attempts(
             arg(&args, "attempts", 0)
                 .max(args.get(1).and_then(|v| v.parse().ok()).unwrap_or(200_000)),
+            arg(&args, "--maintain-every", MAINTAIN_EVERY_ATTEMPTS),
         ),
         Some("memory") => memory(arg(&args, "--accounts", 1_000_000)),
         Some("scale") => scale(arg(&args, "--max-accounts", 1_000_000)),
         _ => {
-            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] [--maintain-every ATTEMPTS] | attempts N | memory [--accounts N] | scale [--max-accounts N]");
+            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] [--maintain-every ATTEMPTS] | attempts N [--maintain-every ATTEMPTS] | memory [--accounts N] | scale [--max-accounts N]");
             std::process::exit(2);
         }
     }
@@ -273,10 +277,13 @@ fn rate(
 }
 
 /// A fixed number of attempts on one thread after a warm-up pass: for callgrind.
-fn attempts(n: u64) {
+/// `n` attempts of `mixed_week` on one thread after a pass to warm up, housekeeping every
+/// `maintain_every` attempts (5,000 by default: the figures callgrind has tracked since the first
+/// pass; at `rate`'s pace, a wall-clock second is about 1,000,000).
+fn attempts(n: u64, maintain_every: u64) {
     let w = Workload::mixed_week(2_000);
     let e = engine(None);
-    let mut d = Driver::new(&w, Some(5_000), FlushEvery::Never);
+    let mut d = Driver::new(&w, Some(maintain_every.max(1)), FlushEvery::Never);
     d.run(&e, &w, w.events.len() as u64);
     let calls0 = counting::calls();
     d.run(&e, &w, n);
