@@ -825,7 +825,11 @@ impl Engine {
         let trusted = p.sources.trusted.iter().any(|n| n.contains(&ip));
         let fam_key = familiar_key(ip, p);
         let acct_tag = key.tag();
-        let mut ctx = SourceContext::default();
+        let mut ctx = SourceContext {
+            // First: whether the sources look like sprayers is asked only for a sprayed password.
+            sprayed: fp.is_some_and(|h| self.is_sprayed(h, now)),
+            ..SourceContext::default()
+        };
         // The familiar prefix is usually one of the counted prefixes: read it once, then.
         let mut fam_read = false;
         if !trusted {
@@ -833,7 +837,7 @@ impl Engine {
                 let is_fam = net == fam_key;
                 fam_read |= is_fam;
                 if let Some(s) = self.sources.get(&SourceKey { tenant: rt.id, net }) {
-                    let finding = rules::source_finding(p, net, &s, acct_tag, now);
+                    let finding = rules::source_finding(p, net, &s, acct_tag, now, ctx.sprayed);
                     if let Some(d) = finding.blocked {
                         return (d, false);
                     }
@@ -855,8 +859,6 @@ impl Engine {
                 ctx.shared = rules::shared_familiar(p, &s, now);
             }
         }
-        ctx.sprayed = fp.is_some_and(|h| self.is_sprayed(h, now));
-
         let mut acct = match self.accounts.get_mut(&key) {
             Some(a) => a,
             None => {

@@ -138,37 +138,24 @@ impl BlockCause {
 pub struct SourceFinding {
     /// The block in force, as a decision.
     pub blocked: Option<Decision>,
-    /// Whether it looks like a spraying source for this account (failed against others).
+    /// Whether it looks like a spraying source for this account (failed against others); false
+    /// when not asked for.
     pub suspicious: bool,
 }
 
 /// Reads one source key's state for a check of the account tagged `acct_tag` at `now`.
+///
+/// Whether the source is suspicious matters only for a sprayed password ([`decide_account`]):
+/// with `want_suspicious` false it is not worked out, and the members of the source's sets (out
+/// of line once there are two) are not read.
 pub fn source_finding(
     p: &TenantPolicy,
     net: NetKey,
     s: &SourceState,
     acct_tag: u32,
     now: i64,
+    want_suspicious: bool,
 ) -> SourceFinding {
-    let spray_window = p.spray.window.ms();
-    let src_window = p.sources.window.ms();
-    let need = if net.is_host() {
-        1
-    } else {
-        SUSPICIOUS_PREFIX_ACCOUNTS
-    };
-    // Cheapest test first: a source that failed against fewer than `need` accounts is not
-    // suspicious, whatever this account's membership and the success ratio.
-    let failed = s.failed_accounts.count(now, spray_window);
-    let others = || failed - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
-    // A NAT whose failures are outweighed by successes (the failure_ratio rule of source blocks)
-    // is busy, not suspicious.
-    let busy_and_good = || {
-        let successes = s.successes.count(now, src_window);
-        successes > 0
-            && f64::from(s.fails.count(now, src_window))
-                <= p.sources.failure_ratio * f64::from(successes)
-    };
     let blocked = s.block.active(now).then(|| {
         let (counter, value, limit) = s
             .block_reason
@@ -186,17 +173,51 @@ pub fn source_finding(
         )
     });
     SourceFinding {
+        suspicious: want_suspicious && suspicious(p, net, s, acct_tag, now),
         blocked,
-        suspicious: failed >= need && others() >= need && !busy_and_good(),
     }
+}
+
+/// Whether the source failed against enough accounts other than `acct_tag` to look like a
+/// spraying source, and is not a busy place whose successes outweigh its failures.
+fn suspicious(p: &TenantPolicy, net: NetKey, s: &SourceState, acct_tag: u32, now: i64) -> bool {
+    let spray_window = p.spray.window.ms();
+    let src_window = p.sources.window.ms();
+    let need = if net.is_host() {
+        1
+    } else {
+        SUSPICIOUS_PREFIX_ACCOUNTS
+    };
+    // Cheapest test first: a source that failed against fewer than `need` accounts is not
+    // suspicious, whatever this account's membership and the success ratio. (Fewer members held
+    // than `need` answers that without reading them.)
+    if s.failed_accounts.len() < need {
+        return false;
+    }
+    let failed = s.failed_accounts.count(now, spray_window);
+    if failed < need {
+        return false;
+    }
+    let others = failed - usize::from(s.failed_accounts.contains(acct_tag, now, spray_window));
+    // A NAT whose failures are outweighed by successes (the failure_ratio rule of source blocks)
+    // is busy, not suspicious.
+    let busy_and_good = || {
+        let successes = s.successes.count(now, src_window);
+        successes > 0
+            && f64::from(s.fails.count(now, src_window))
+                <= p.sources.failure_ratio * f64::from(successes)
+    };
+    others >= need && !busy_and_good()
 }
 
 /// Whether the familiar-prefix state `s` makes its prefix familiar to every account.
 pub fn shared_familiar(p: &TenantPolicy, s: &SourceState, now: i64) -> bool {
-    p.familiar.shared_after_accounts > 0
+    let need = p.familiar.shared_after_accounts as usize;
+    // Fewer members held than needed answers without reading them (out of line once two).
+    need > 0
+        && s.good_accounts.len() >= need
         && !s.block.active(now)
-        && s.good_accounts.count(now, p.familiar.familiar_for.ms())
-            >= p.familiar.shared_after_accounts as usize
+        && s.good_accounts.count(now, p.familiar.familiar_for.ms()) >= need
 }
 
 /// What the source side of a check found, for [`decide_account`].
@@ -551,5 +572,66 @@ mod tests {
             let fam = if c.is_ipv4() { fam4 } else { fam6 };
             prop_assert_eq!(familiar_key(ip, &p), NetKey::new(c, fam));
         }
+    }
+
+    /// A /24 that failed against three accounts other than account 1, within the spray window.
+    fn spraying_prefix(now: i64) -> SourceState {
+        let mut s = SourceState::default();
+        for tag in 2..=4 {
+            s.failed_accounts.insert(tag, now - 1_000, 16);
+        }
+        s
+    }
+
+    #[test]
+    fn a_source_is_judged_suspicious_only_when_asked_for_a_sprayed_password() {
+        let p = TenantPolicy::default();
+        let net = NetKey::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)), 24);
+        let now = 10_000_000;
+        let s = spraying_prefix(now);
+        assert!(source_finding(&p, net, &s, 1, now, true).suspicious);
+        let unasked = source_finding(&p, net, &s, 1, now, false);
+        assert!(
+            !unasked.suspicious,
+            "not worked out unless the password is sprayed"
+        );
+        assert_eq!(unasked.blocked, None);
+        // Two other accounts are fewer than a prefix needs: answered from the set's length.
+        let mut two = SourceState::default();
+        two.failed_accounts.insert(2, now, 16);
+        two.failed_accounts.insert(3, now, 16);
+        assert!(!source_finding(&p, net, &two, 1, now, true).suspicious);
+    }
+
+    #[test]
+    fn a_block_is_found_whether_or_not_suspicion_is_asked_for() {
+        let p = TenantPolicy::default();
+        let net = NetKey::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 32);
+        let now = 10_000_000;
+        let mut s = spraying_prefix(now);
+        s.block.start(now - 1_000, 60_000, 2.0, 3_600_000);
+        for want in [false, true] {
+            let d = source_finding(&p, net, &s, 1, now, want).blocked;
+            assert_eq!(d.map(|d| d.reason), Some(Some(Reason::SourceBlocked)));
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_shared_only_once_enough_accounts_succeeded_from_it() {
+        let p = TenantPolicy::default();
+        let need = p.familiar.shared_after_accounts;
+        let now = 10_000_000;
+        let mut s = SourceState::default();
+        for tag in 0..need - 1 {
+            s.good_accounts.insert(tag, now - 1_000, need as usize);
+        }
+        assert!(!shared_familiar(&p, &s, now), "one account short");
+        s.good_accounts.insert(need, now, need as usize);
+        assert!(shared_familiar(&p, &s, now));
+        let later = now + p.familiar.familiar_for.ms();
+        assert!(
+            !shared_familiar(&p, &s, later),
+            "the successes left the window"
+        );
     }
 }

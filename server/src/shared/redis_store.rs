@@ -579,7 +579,7 @@ impl RedisStore {
                     continue;
                 };
                 let s: SourceState = decode(k, &v)?;
-                let finding = rules::source_finding(p, *net, &s, acct_tag, t);
+                let finding = rules::source_finding(p, *net, &s, acct_tag, t, true);
                 if let Some(d) = finding.blocked {
                     if !log_only {
                         self.cache_block(k, &d, s.block.until, epoch);
