@@ -25,7 +25,7 @@ use crate::normalize::normalize_into;
 use crate::pad::Padded;
 use crate::pending::{self, PendingTable};
 use crate::policy::{valid_tenant_name, Familiarity, Mode, Policy, TenantPolicy};
-use crate::rate::SourceRate;
+use crate::rate::{self, Gcra};
 use crate::rules::{self, familiar_key, SourceContext, SourceKeys};
 use crate::state::{AccountState, SourceState, SprayState, TenantName};
 use crate::store::{Batch, Kind, Store};
@@ -158,8 +158,9 @@ pub(crate) struct TenantRt {
     /// The tenant's account-key and fingerprint hashers.
     pub(crate) keys: TenantKeys,
     pub(crate) policy: Arc<TenantPolicy>,
-    /// The per-address rate limit (never shared).
-    pub(crate) limiter: SourceRate,
+    /// The per-address rate limit (never shared): the buckets are in the addresses' source
+    /// entries.
+    pub(crate) limiter: Gcra,
 }
 
 /// The hasher of every map: keys are keyed hashes already (accounts, fingerprints) or addresses,
@@ -583,7 +584,7 @@ impl Engine {
         Ok((rt.policy.clone(), rt.id))
     }
 
-    /// This instance's rate limit ([`SourceRate`], never shared) for `ip` in `tenant` at `now`: the
+    /// This instance's rate limit ([`crate::rate`], never shared) for `ip` in `tenant` at `now`: the
     /// refusal when `ip` is over it, counting this attempt.
     pub fn rate_limited(
         &self,
@@ -592,12 +593,16 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Option<Decision>> {
         let rt = self.tenant(tenant)?;
-        Ok(self.rate_check(&rt, canonical(ip), now.as_millis()))
+        let net = NetKey::host(canonical(ip));
+        let mut s = self.source_entry(SourceKey { tenant: rt.id, net });
+        Ok(self.rate_check(&rt, &mut s, now.as_millis()))
     }
 
-    fn rate_check(&self, rt: &TenantRt, ip: IpAddr, now: i64) -> Option<Decision> {
+    /// Counts an arrival at `now` in the rate bucket of the address whose source entry is `s`:
+    /// the decision when the address is over its rate.
+    fn rate_check(&self, rt: &TenantRt, s: &mut SourceState, now: i64) -> Option<Decision> {
         let p = &*rt.policy;
-        let wait = rt.limiter.check(&ip, now)?;
+        let wait = rt.limiter.check(&mut s.rate_tat, now)?;
         let fired = Fired {
             counter: "source_rate_per_second",
             value: u64::from(p.sources.rate_per_second) + 1,
@@ -643,7 +648,7 @@ impl Engine {
             account_name: Arc::new(name.as_ref().into()),
             id,
             keys: self.keys.for_tenant(&name),
-            limiter: SourceRate::new(policy.sources.rate_per_second, policy.sources.rate_burst),
+            limiter: Gcra::new(policy.sources.rate_per_second, policy.sources.rate_burst),
             policy,
         });
         self.tenant_names.write().insert(id, name.clone());
@@ -833,7 +838,26 @@ impl Engine {
         // The familiar prefix is usually one of the counted prefixes: read it once, then.
         let mut fam_read = false;
         if !trusted {
-            for net in SourceKeys::of(ip, p).iter() {
+            // The address first, under its entry's write lock: the entry holds its rate bucket,
+            // counted once the address itself is not blocked.
+            let keys = SourceKeys::of(ip, p);
+            let net = keys.host();
+            {
+                let mut s = self.source_entry(SourceKey { tenant: rt.id, net });
+                let finding = rules::source_finding(p, net, &s, acct_tag, now, ctx.sprayed);
+                if let Some(d) = finding.blocked {
+                    return (d, false);
+                }
+                ctx.suspicious |= finding.suspicious;
+                if net == fam_key {
+                    fam_read = true;
+                    ctx.shared = rules::shared_familiar(p, &s, now);
+                }
+                if let Some(d) = self.rate_check(rt, &mut s, now) {
+                    return (d, false);
+                }
+            }
+            for net in keys.iter().skip(1) {
                 let is_fam = net == fam_key;
                 fam_read |= is_fam;
                 if let Some(s) = self.sources.get(&SourceKey { tenant: rt.id, net }) {
@@ -846,9 +870,6 @@ impl Engine {
                         ctx.shared = rules::shared_familiar(p, &s, now);
                     }
                 }
-            }
-            if let Some(d) = self.rate_check(rt, ip, now) {
-                return (d, false);
             }
         }
         if !fam_read && p.familiar.shared_after_accounts > 0 {
@@ -1063,6 +1084,10 @@ impl Engine {
         &self,
         key: SourceKey,
     ) -> dashmap::mapref::one::RefMut<'_, SourceKey, SourceState> {
+        // Most keys are there: a lookup is cheaper than the entry API, which is kept for the rest.
+        if let Some(s) = self.sources.get_mut(&key) {
+            return s;
+        }
         match self.sources.entry(key) {
             dashmap::Entry::Occupied(o) => o.into_ref(),
             dashmap::Entry::Vacant(v) => {
@@ -1119,12 +1144,10 @@ impl Engine {
             s.block.active(now)
                 || now - s.last_seen < day
                 || !s.good_accounts.is_empty() && now - s.last_seen < 30 * day
+                || rate::is_live(s.rate_tat, now)
         });
         self.sprays
             .retain(|_, s| s.is_sprayed(now) || now - s.last_seen < day);
-        for t in self.tenants.read().values() {
-            t.limiter.retain_recent(now);
-        }
         if self.accounts.len() > self.limits.max_accounts
             || self.sources.len() > self.limits.max_sources
         {

@@ -472,6 +472,10 @@ pub struct SourceState {
     pub block_reason: Option<(crate::rules::BlockCause, u64, u64)>,
     /// Last activity (ms).
     pub last_seen: i64,
+    /// An address's rate bucket ([`crate::rate`]): its theoretical arrival time in ns, 0 when
+    /// none. Kept in memory only: after a restart every bucket starts full, as before.
+    #[serde(skip)]
+    pub(crate) rate_tat: u64,
 }
 
 /// Spray state of one wrong fingerprint (by keyed hash).

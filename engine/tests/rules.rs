@@ -425,6 +425,41 @@ fn a_flooding_source_is_rate_limited() {
 }
 
 #[test]
+fn housekeeping_keeps_a_spent_rate_bucket_and_forgets_a_full_one() {
+    let e = engine("[defaults.sources]\nrate_per_second = 5\nrate_burst = 10\n");
+    let check = |user: &str, now: i64| {
+        e.check(
+            &Attempt {
+                tenant: "contoso",
+                user,
+                ip: ip("203.0.113.60"),
+                fingerprint: None,
+            },
+            at(now),
+        )
+        .unwrap()
+        .reason
+    };
+    for i in 0..10 {
+        assert_eq!(check(&format!("u{i}"), T0), None, "the burst of 10");
+    }
+    // Checks alone track the address, for its bucket only.
+    assert_eq!(e.stats().sources, 1);
+    e.maintain(at(T0 + 100));
+    assert_eq!(
+        check("u10", T0 + 100),
+        Some(Reason::RateLimited),
+        "housekeeping kept the spent bucket"
+    );
+    // Ten arrivals at five a second: the bucket is full again two seconds after the first.
+    e.maintain(at(T0 + 2 * SEC));
+    assert_eq!(e.stats().sources, 0, "a full bucket is forgotten");
+    for i in 0..10 {
+        assert_eq!(check(&format!("v{i}"), T0 + 2 * SEC), None);
+    }
+}
+
+#[test]
 fn a_sprayed_password_is_blocked_from_spraying_sources_and_flags_its_users() {
     let e = engine("");
     sign_in(&e, "owner", "10.9.9.9", T0);

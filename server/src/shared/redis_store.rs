@@ -574,7 +574,14 @@ impl RedisStore {
 
         let mut ctx = SourceContext::default();
         if early.is_none() {
-            for (net, k) in &src {
+            for (i, (net, k)) in src.iter().enumerate() {
+                if i == 1 && !trusted {
+                    // After the address and before its prefixes, as one engine counts it.
+                    early = self.engine.rate_limited(a.tenant, ip, now)?;
+                    if early.is_some() {
+                        break;
+                    }
+                }
                 let Some(v) = vals.next().flatten() else {
                     continue;
                 };
@@ -590,7 +597,7 @@ impl RedisStore {
                 ctx.suspicious |= finding.suspicious;
             }
         }
-        if early.is_none() && !trusted {
+        if early.is_none() && !trusted && src.len() < 2 {
             early = self.engine.rate_limited(a.tenant, ip, now)?;
         }
         if let Some(d) = early {
