@@ -38,7 +38,12 @@ impl Timestamp {
 
 /// A duration in whole milliseconds as `i64`, saturating (the unit every window computes in).
 pub fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    // `as_millis` in 64 bits: its 128-bit product is paid by every rule on every attempt.
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()));
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// A source of the current time.
@@ -80,5 +85,26 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn duration_ms_is_as_millis_capped_at_i64_max(secs in any::<u64>(), nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos);
+            prop_assert_eq!(duration_ms(d), i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        }
+    }
+
+    #[test]
+    fn duration_ms_truncates_to_whole_milliseconds() {
+        assert_eq!(duration_ms(Duration::from_micros(1_999)), 1);
+        assert_eq!(duration_ms(Duration::from_secs(u64::MAX)), i64::MAX);
+        assert_eq!(duration_ms(Duration::from_secs(1_800)), 1_800_000);
     }
 }

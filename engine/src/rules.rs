@@ -309,11 +309,14 @@ pub fn decide_account(
         );
     }
     // An account that unfamiliar sources keep failing on is under attack: no exemption then.
-    let under_attack = t.locks[0].until.saturating_add(p.lockout.max_duration.ms()) > now
-        || t.fails[0].count(now, p.lockout.window.ms()) >= UNDER_ATTACK_FAILURES;
+    // (Worked out only for a sprayed password from an unfamiliar place, the one case it decides.)
+    let under_attack = || {
+        t.locks[0].until.saturating_add(p.lockout.max_duration.ms()) > now
+            || t.fails[0].count(now, p.lockout.window.ms()) >= UNDER_ATTACK_FAILURES
+    };
     if ctx.sprayed
         && familiarity == Familiarity::Unfamiliar
-        && (ctx.suspicious || under_attack || !p.spray.clean_source_exempt)
+        && (ctx.suspicious || under_attack() || !p.spray.clean_source_exempt)
     {
         let fired = Fired {
             counter: "accounts_per_password",
