@@ -4,8 +4,8 @@
 //! Governor's keyed limiter did this before, fed the injected time through a thread-local clock;
 //! then a map of TATs of its own. Now a TAT is a field of the address's source entry
 //! ([`crate::state::SourceState`]), which a check reads anyway: the limit costs no map lookup of
-//! its own (one thread ran 19-31% faster without one). Governor stays as a dev-dependency: a
-//! proptest drives both with the same arrivals and requires the same answers.
+//! its own (one thread +4 to +10% in paired runs). Governor stays as a dev-dependency: a proptest
+//! drives both with the same arrivals and requires the same answers.
 //!
 //! Invariants:
 //! - A bucket's state is its TAT in nanoseconds since time 0, and 0 means "never seen", as in
