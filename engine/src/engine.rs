@@ -842,32 +842,23 @@ impl Engine {
             // counted once the address itself is not blocked.
             let keys = SourceKeys::of(ip, p);
             let net = keys.host();
+            fam_read = net == fam_key;
             {
                 let mut s = self.source_entry(SourceKey { tenant: rt.id, net });
-                let finding = rules::source_finding(p, net, &s, acct_tag, now, ctx.sprayed);
-                if let Some(d) = finding.blocked {
+                if let Some(d) = rules::read_source(p, net, &s, acct_tag, fam_key, now, &mut ctx) {
                     return (d, false);
-                }
-                ctx.suspicious |= finding.suspicious;
-                if net == fam_key {
-                    fam_read = true;
-                    ctx.shared = rules::shared_familiar(p, &s, now);
                 }
                 if let Some(d) = self.rate_check(rt, &mut s, now) {
                     return (d, false);
                 }
             }
             for net in keys.iter().skip(1) {
-                let is_fam = net == fam_key;
-                fam_read |= is_fam;
+                fam_read |= net == fam_key;
                 if let Some(s) = self.sources.get(&SourceKey { tenant: rt.id, net }) {
-                    let finding = rules::source_finding(p, net, &s, acct_tag, now, ctx.sprayed);
-                    if let Some(d) = finding.blocked {
+                    if let Some(d) =
+                        rules::read_source(p, net, &s, acct_tag, fam_key, now, &mut ctx)
+                    {
                         return (d, false);
-                    }
-                    ctx.suspicious |= finding.suspicious;
-                    if is_fam {
-                        ctx.shared = rules::shared_familiar(p, &s, now);
                     }
                 }
             }

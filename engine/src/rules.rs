@@ -220,6 +220,30 @@ fn suspicious(p: &TenantPolicy, net: NetKey, s: &SourceState, acct_tag: u32, now
     others >= need && !busy_and_good()
 }
 
+/// Reads one source key's state `s` for a check into `ctx`: the block in force, if any; else
+/// whether it looks like a spraying source (asked only when `ctx.sprayed`) and, when `net` is the
+/// familiar prefix `fam_key`, whether that prefix is shared.
+#[inline]
+pub fn read_source(
+    p: &TenantPolicy,
+    net: NetKey,
+    s: &SourceState,
+    acct_tag: u32,
+    fam_key: NetKey,
+    now: i64,
+    ctx: &mut SourceContext,
+) -> Option<Decision> {
+    let finding = source_finding(p, net, s, acct_tag, now, ctx.sprayed);
+    if finding.blocked.is_some() {
+        return finding.blocked;
+    }
+    ctx.suspicious |= finding.suspicious;
+    if net == fam_key {
+        ctx.shared = shared_familiar(p, s, now);
+    }
+    None
+}
+
 /// Whether the familiar-prefix state `s` makes its prefix familiar to every account.
 pub fn shared_familiar(p: &TenantPolicy, s: &SourceState, now: i64) -> bool {
     let need = p.familiar.shared_after_accounts as usize;
