@@ -128,8 +128,8 @@ impl From<redis::RedisError> for StoreError {
 
 type StoreResult<T> = std::result::Result<T, StoreError>;
 
-/// How to connect.
-#[derive(Clone, Debug)]
+/// How to connect. Its `Debug` shows the URL with its password replaced by `***`.
+#[derive(Clone)]
 pub struct StoreOptions {
     /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
     pub url: String,
@@ -137,6 +137,16 @@ pub struct StoreOptions {
     pub namespace: String,
     /// Deadline of one operation (a check or an outcome, all its round trips). Default 500 ms.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("url", &crate::config::redacted_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl StoreOptions {
@@ -1031,4 +1041,21 @@ fn decode<T: DeserializeOwned>(key: &str, v: &[u8]) -> StoreResult<T> {
         key: key.to_string(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_options_debug_hides_the_redis_password() {
+        let opts = StoreOptions::new("redis://portcullis:s3cret-pw@10.0.0.5:6379/2");
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(
+            shown.contains("redis://portcullis:***@10.0.0.5:6379/2"),
+            "{shown}"
+        );
+        assert!(shown.contains("namespace: \"portcullis\""), "{shown}");
+    }
 }
