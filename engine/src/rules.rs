@@ -64,16 +64,6 @@ impl SourceKeys {
         }
     }
 
-    /// The address's own key (the first of [`SourceKeys::iter`]).
-    #[inline]
-    pub fn host(&self) -> NetKey {
-        if self.v6 {
-            NetKey::v6(self.bits, 128)
-        } else {
-            NetKey::v4(self.bits as u32, 32)
-        }
-    }
-
     /// The keys, address first.
     #[inline]
     pub fn iter(&self) -> impl Iterator<Item = NetKey> + '_ {
@@ -604,9 +594,7 @@ mod tests {
                 IpAddr::V4(_) => want.push(NetKey::new(c, v4)),
                 IpAddr::V6(_) => want.extend(v6.iter().take(4).map(|&l| NetKey::new(c, l))),
             }
-            let keys = SourceKeys::of(ip, &p);
-            prop_assert_eq!(keys.host(), want[0]);
-            let got: Vec<NetKey> = keys.iter().collect();
+            let got: Vec<NetKey> = SourceKeys::of(ip, &p).iter().collect();
             prop_assert_eq!(got, want);
             let fam = if c.is_ipv4() { fam4 } else { fam6 };
             prop_assert_eq!(familiar_key(ip, &p), NetKey::new(c, fam));

@@ -585,7 +585,7 @@ impl RedisStore {
         let mut ctx = SourceContext::default();
         if early.is_none() {
             for (i, (net, k)) in src.iter().enumerate() {
-                if i == 1 && !trusted {
+                if i == 1 {
                     // After the address and before its prefixes, as one engine counts it.
                     early = self.engine.rate_limited(a.tenant, ip, now)?;
                     if early.is_some() {
