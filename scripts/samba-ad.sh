@@ -115,11 +115,24 @@ cmd_start() {
 
 cmd_stop() {
   local dir=${1:?usage: stop DIR}
+  dir=$(realpath -m "$dir")
   [ -f "$dir/samba.pid" ] || return 0
   local pid; pid=$(cat "$dir/samba.pid")
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
+  # Its smbd and winbindd (sessions of their own, started with this DC's smb.conf) can outlive it
+  # a moment, holding the RPC ports they inherited: a DC started right after could not bind them.
+  local left=""
+  for _ in $(seq 1 100); do
+    left=$(pgrep -f -- "$(conf "$dir")" || true)
+    [ -n "$left" ] || break
+    # shellcheck disable=SC2086 # one pid per word
+    kill $left 2>/dev/null || true
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  [ -z "$left" ] || kill -9 $left 2>/dev/null || true
   rm -f "$dir/samba.pid"
 }
 
