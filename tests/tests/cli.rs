@@ -199,6 +199,47 @@ fn replay_reads_gzip_traces() {
     );
 }
 
+/// Without `--preload` a reader thread parses and prepares the trace chunk by chunk while the
+/// engine thread decides: in the trace's order, the events score as the trace read whole first.
+#[test]
+fn replay_read_ahead_scores_as_the_trace_preloaded() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // About 9,000 events: some 35 chunks of 256.
+    let trace = synth(dir.path(), "week.jsonl", "mixed_week", 11, 600);
+    let report = |preload: bool| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "replay".into(),
+            "--policy".into(),
+            default_policy().into_os_string(),
+            "--trace".into(),
+            trace.clone().into_os_string(),
+            "--json".into(),
+        ];
+        if preload {
+            args.push("--preload".into());
+        }
+        let out = run(args);
+        assert!(out.status.success(), "replay failed: {}", stderr(&out));
+        let mut r = scores(serde_json::from_str(&stdout(&out)).expect("a JSON report"));
+        let obj = r.as_object_mut().expect("an object");
+        obj.remove("engine_seconds");
+        obj.remove("engine_events_per_second");
+        r
+    };
+    let whole = report(true);
+    assert!(
+        field(&whole, "/events") > 2_000,
+        "too few events to span chunks"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            report(false),
+            whole,
+            "read ahead, the trace scored differently"
+        );
+    }
+}
+
 #[test]
 fn replay_report_has_every_field() {
     let dir = tempfile::tempdir().expect("a temporary directory");
