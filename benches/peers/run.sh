@@ -9,6 +9,8 @@
 # the median of the rounds is the figure.
 #
 # usage: benches/peers/run.sh [TRACE] [SECONDS] [ROUNDS]
+# PORTCULLIS_SPEED=path/to/portcullis-speed runs that build of the engine bench (for example the
+# PGO build of scripts/pgo-build.sh) instead of building target/release/portcullis-speed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -16,13 +18,17 @@ trace="${1:-$root/../shared/data/synthetic/mixed_week.jsonl}"
 secs="${2:-5}"
 rounds="${3:-3}"
 (cd "$here" && npm install --silent --no-audit --no-fund >/dev/null)
-cargo build --release -q -p portcullis-benches --bin portcullis-speed --manifest-path "$root/Cargo.toml"
+speed="${PORTCULLIS_SPEED:-}"
+if [ -z "$speed" ]; then
+    cargo build --release -q -p portcullis-benches --bin portcullis-speed --manifest-path "$root/Cargo.toml"
+    speed="$root/target/release/portcullis-speed"
+fi
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 results=()
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r of $rounds: rate-limiter-flexible, then the engine, ${secs} s each" >&2
     node_json="$(node --no-warnings "$here/login.js" "$trace" "$secs")"
-    engine_json="$("$root/target/release/portcullis-speed" rate --threads 1 --seconds "$secs" --trace "$trace")"
+    engine_json="$("$speed" rate --threads 1 --seconds "$secs" --trace "$trace")"
     echo "rate-limiter-flexible: $node_json"
     echo "portcullis engine:     $engine_json"
     results+=("$node_json" "$engine_json")
