@@ -60,6 +60,11 @@ for _ in $(seq 1 100); do
     if curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then break; fi
     sleep 0.1
 done
+if ! curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then
+    echo "pgo-build: the instrumented service did not start:" >&2
+    cat "$work/serve.log" >&2
+    exit 1
+fi
 for mode in http-pair http-batch grpc-unary grpc-stream; do
     "$gen/portcullis-load" run --mode "$mode" --duration 3 --quiet --trace "$work/mixed_week.jsonl" \
         --http "http://127.0.0.1:$http_port" --grpc "http://127.0.0.1:$grpc_port" >/dev/null

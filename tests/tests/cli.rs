@@ -204,7 +204,7 @@ fn replay_reads_gzip_traces() {
 #[test]
 fn replay_read_ahead_scores_as_the_trace_preloaded() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    // About 9,000 events: some 35 chunks of 256.
+    // 9,745 events: 38 chunks of 256.
     let trace = synth(dir.path(), "week.jsonl", "mixed_week", 11, 600);
     let report = |preload: bool| {
         let mut args: Vec<std::ffi::OsString> = vec![
