@@ -4,6 +4,7 @@
 
 use portcullis_tests::{default_policy, field, replay_report, run};
 use serde_json::Value;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -37,6 +38,22 @@ fn synth(dir: &Path, file: &str, scenario: &str, seed: u64, users: usize) -> Pat
         stderr(&out)
     );
     path
+}
+
+/// `replay` of `trace` under the default policy, then `extra`.
+fn replay_args<S: Into<OsString>>(
+    trace: &Path,
+    extra: impl IntoIterator<Item = S>,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "replay".into(),
+        "--policy".into(),
+        default_policy().into_os_string(),
+        "--trace".into(),
+        trace.into(),
+    ];
+    args.extend(extra.into_iter().map(Into::into));
+    args
 }
 
 /// A report without its timing fields, which differ from run to run.
@@ -207,14 +224,7 @@ fn replay_read_ahead_scores_as_the_trace_preloaded() {
     // 9,745 events: 38 chunks of 256.
     let trace = synth(dir.path(), "week.jsonl", "mixed_week", 11, 600);
     let report = |preload: bool| {
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "replay".into(),
-            "--policy".into(),
-            default_policy().into_os_string(),
-            "--trace".into(),
-            trace.clone().into_os_string(),
-            "--json".into(),
-        ];
+        let mut args = replay_args(&trace, ["--json"]);
         if preload {
             args.push("--preload".into());
         }
@@ -423,15 +433,7 @@ fn no_output_carries_a_password_token() {
     let report_path = dir.path().join("report.json");
     let mut outputs = Vec::new();
     for json in [false, true] {
-        let mut args = vec![
-            "replay".into(),
-            "--policy".into(),
-            default_policy().into_os_string(),
-            "--trace".into(),
-            trace.clone().into_os_string(),
-            "--report".into(),
-            report_path.clone().into_os_string(),
-        ];
+        let mut args = replay_args(&trace, [OsStr::new("--report"), report_path.as_os_str()]);
         if json {
             args.push("--json".into());
         }
