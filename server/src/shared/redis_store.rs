@@ -583,32 +583,34 @@ impl RedisStore {
         let acct_val = vals.next().flatten();
 
         let mut ctx = SourceContext::default();
-        if early.is_none() {
-            for (i, (net, k)) in src.iter().enumerate() {
-                if i == 1 {
-                    // After the address and before its prefixes, as one engine counts it.
-                    early = self.engine.rate_limited(a.tenant, ip, now)?;
-                    if early.is_some() {
-                        break;
-                    }
-                }
+        // As one engine reads them: the address, then its rate bucket, then its prefixes, until a
+        // block or the rate refuses. (No keys: a trusted source, or refused already.)
+        if let Some(((net, k), prefixes)) = src.split_first() {
+            let mut read = |net: NetKey, k: &str| -> StoreResult<Option<Decision>> {
                 let Some(v) = vals.next().flatten() else {
-                    continue;
+                    return Ok(None);
                 };
                 let s: SourceState = decode(k, &v)?;
-                let finding = rules::source_finding(p, *net, &s, acct_tag, t, true);
+                let finding = rules::source_finding(p, net, &s, acct_tag, t, true);
                 if let Some(d) = finding.blocked {
                     if !log_only {
                         self.cache_block(k, &d, s.block.until, epoch);
                     }
-                    early = Some(d);
-                    break;
+                    return Ok(Some(d));
                 }
                 ctx.suspicious |= finding.suspicious;
+                Ok(None)
+            };
+            early = read(*net, k)?;
+            if early.is_none() {
+                early = self.engine.rate_limited(a.tenant, ip, now)?;
             }
-        }
-        if early.is_none() && !trusted && src.len() < 2 {
-            early = self.engine.rate_limited(a.tenant, ip, now)?;
+            for (net, k) in prefixes {
+                if early.is_some() {
+                    break;
+                }
+                early = read(*net, k)?;
+            }
         }
         if let Some(d) = early {
             if !log_only {
