@@ -56,11 +56,12 @@ print(*[x.getsockname()[1] for x in s])')
 "$gen/portcullis" serve --data "$work/data" --http "127.0.0.1:$http_port" \
     --grpc "127.0.0.1:$grpc_port" 2>"$work/serve.log" &
 serve_pid=$!
+up=false
 for _ in $(seq 1 100); do
-    if curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then break; fi
+    if curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then up=true; break; fi
     sleep 0.1
 done
-if ! curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then
+if ! $up; then
     echo "pgo-build: the instrumented service did not start:" >&2
     cat "$work/serve.log" >&2
     exit 1
