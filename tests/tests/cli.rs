@@ -219,15 +219,13 @@ fn replay_reads_gzip_traces() {
 /// Without `--preload` a reader thread parses and prepares the trace chunk by chunk while the
 /// engine thread decides: in the trace's order, the events score as the trace read whole first.
 #[test]
-fn replay_read_ahead_scores_as_the_trace_preloaded() {
+fn replay_read_ahead_scores_as_the_trace_preloaded_pinned_or_not() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     // 9,745 events: 38 chunks of 256.
     let trace = synth(dir.path(), "week.jsonl", "mixed_week", 11, 600);
-    let report = |preload: bool| {
+    let report = |extra: &[&str]| {
         let mut args = replay_args(&trace, ["--json"]);
-        if preload {
-            args.push("--preload".into());
-        }
+        args.extend(extra.iter().map(OsString::from));
         let out = run(args);
         assert!(out.status.success(), "replay failed: {}", stderr(&out));
         let mut r = scores(serde_json::from_str(&stdout(&out)).expect("a JSON report"));
@@ -236,16 +234,21 @@ fn replay_read_ahead_scores_as_the_trace_preloaded() {
         obj.remove("engine_events_per_second");
         r
     };
-    let whole = report(true);
+    let whole = report(&["--preload"]);
     assert!(
         field(&whole, "/events") > 2_000,
         "too few events to span chunks"
     );
     for _ in 0..3 {
         assert_eq!(
-            report(false),
+            report(&[]),
             whole,
-            "read ahead, the trace scored differently"
+            "read ahead on two CPUs of their own, the trace scored differently"
+        );
+        assert_eq!(
+            report(&["--no-pin"]),
+            whole,
+            "read ahead where the OS put the threads, the trace scored differently"
         );
     }
 }
