@@ -283,17 +283,17 @@ impl CpuPair {
 
     /// Pins the calling (engine) thread to its CPU until the guard is dropped, which gives the
     /// thread back the CPUs it had. `None` when the OS refused.
-    fn pin_engine(self) -> Option<Unpin> {
+    fn pin_engine(self) -> Option<RestoreCpus> {
         let before = sched_getaffinity(Pid::from_raw(0)).ok()?;
         pin_current_thread(self.engine).ok()?;
-        Some(Unpin(before))
+        Some(RestoreCpus(before))
     }
 }
 
 /// Restores the calling thread's CPU set when dropped.
-struct Unpin(CpuSet);
+struct RestoreCpus(CpuSet);
 
-impl Drop for Unpin {
+impl Drop for RestoreCpus {
     fn drop(&mut self) {
         // Nothing to do if this fails: the thread keeps running, on one CPU.
         let _ = sched_setaffinity(Pid::from_raw(0), &self.0);

@@ -217,7 +217,8 @@ fn replay_reads_gzip_traces() {
 }
 
 /// Without `--preload` a reader thread parses and prepares the trace chunk by chunk while the
-/// engine thread decides: in the trace's order, the events score as the trace read whole first.
+/// engine thread decides: in the trace's order, the events score as the trace read whole first,
+/// with the two threads pinned to two CPUs (the default) or left to the scheduler (`--no-pin`).
 #[test]
 fn replay_read_ahead_scores_as_the_trace_preloaded_pinned_or_not() {
     let dir = tempfile::tempdir().expect("a temporary directory");
