@@ -261,10 +261,7 @@ struct CpuPair {
 impl CpuPair {
     /// Two CPUs this process may use, or `None` when it may use only one (or the OS won't say).
     fn pick() -> Option<CpuPair> {
-        let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
-        let cpus: Vec<usize> = (0..CpuSet::count())
-            .filter(|&c| allowed.is_set(c).unwrap_or(false))
-            .collect();
+        let cpus = cpus_of_this_thread().ok()?;
         let here = sched_getcpu()
             .ok()
             .filter(|c| cpus.contains(c))
@@ -298,6 +295,14 @@ impl Drop for RestoreCpus {
         // Nothing to do if this fails: the thread keeps running, on one CPU.
         let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
     }
+}
+
+/// The CPUs the calling thread may run on, in order.
+fn cpus_of_this_thread() -> nix::Result<Vec<usize>> {
+    let set = sched_getaffinity(Pid::from_raw(0))?;
+    Ok((0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
 }
 
 /// Pins the calling thread to `cpu`.
@@ -582,16 +587,13 @@ pub fn run_demo(args: &DemoArgs) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn cpus_of_this_thread() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).expect("this thread's CPU set");
-        (0..CpuSet::count())
-            .filter(|&c| set.is_set(c).unwrap_or(false))
-            .collect()
+    fn cpus() -> Vec<usize> {
+        cpus_of_this_thread().expect("this thread's CPU set")
     }
 
     #[test]
     fn the_cpu_pair_is_two_cpus_the_thread_may_use_and_the_engine_pin_is_undone() {
-        let before = cpus_of_this_thread();
+        let before = cpus();
         let Some(pair) = CpuPair::pick() else {
             assert!(before.len() < 2, "{before:?} allowed, yet no pair");
             eprintln!("skipped: this thread may use one CPU only");
@@ -601,8 +603,8 @@ mod tests {
         assert!(before.contains(&pair.engine) && before.contains(&pair.reader));
         let engine = pair.engine;
         let guard = pair.pin_engine().expect("pinning to an allowed CPU");
-        assert_eq!(cpus_of_this_thread(), vec![engine]);
+        assert_eq!(cpus(), vec![engine]);
         drop(guard);
-        assert_eq!(cpus_of_this_thread(), before);
+        assert_eq!(cpus(), before);
     }
 }
