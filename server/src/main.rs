@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_once(&e));
             ExitCode::FAILURE
         }
     }
@@ -93,10 +93,26 @@ fn check_policy(file: &std::path::Path) -> Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
-        // The engine's error names the file and says why already (its I/O error is also its
-        // source, which `{:#}` would print a second time).
-        Err(e) => Err(anyhow::anyhow!("{e}")),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// An error and its causes, each said once: `a: b: c`. Some errors (the engine's I/O and store
+/// errors, sled's) put their source in their own message as well as in the chain, so a cause
+/// whose text already ends the line is not repeated; `{:#}` would print it twice.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_tracing() {
@@ -208,4 +224,33 @@ fn ldap_agent(args: LdapAgentArgs) -> Result<()> {
     init_tracing();
     runtime()?.block_on(portcullis_server::ldap_agent::run(args))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_once;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        // The engine's I/O error says its source in its message and returns it as its source.
+        let engine = portcullis_engine::Error::Io {
+            path: "p.toml".into(),
+            source: io,
+        };
+        let e = Err::<(), _>(engine)
+            .context("loading policy p.toml")
+            .unwrap_err();
+        assert_eq!(chain_once(&e), "loading policy p.toml: p.toml: gone");
+    }
+
+    #[test]
+    fn an_error_chain_keeps_causes_that_do_not_repeat() {
+        let e = Err::<(), _>(anyhow::anyhow!("inner"))
+            .context("middle")
+            .context("outer")
+            .unwrap_err();
+        assert_eq!(chain_once(&e), "outer: middle: inner");
+    }
 }

@@ -120,7 +120,8 @@ fn load_policy(path: &Path) -> Result<Policy> {
         Err(portcullis_engine::Error::Policy(errs)) => {
             bail!("policy refused:\n{}", errs.join("\n"))
         }
-        Err(e) => Err(e).with_context(|| format!("loading policy {}", path.display())),
+        // The engine's error names the file already.
+        Err(e) => Err(e).context("loading policy"),
     }
 }
 
@@ -147,8 +148,8 @@ pub fn replay_file(policy_path: &Path, trace: &Path) -> Result<Report> {
 /// Replays `trace` under `policy`, collecting a timeline when `timeline` is set, with the reader
 /// and engine threads on two CPUs of their own when `pin` is set and the process may use two.
 fn replay_file_with(policy: Policy, trace: &Path, timeline: bool, pin: bool) -> Result<Report> {
-    let reader =
-        TraceReader::open(trace).with_context(|| format!("opening trace {}", trace.display()))?;
+    // The trace's error names the file and why.
+    let reader = TraceReader::open(trace)?;
     let total = reader.total_bytes().unwrap_or(0);
     let pb = progress(total, "replay");
     let started = Instant::now();
@@ -315,8 +316,7 @@ fn pin_current_thread(cpu: usize) -> nix::Result<()> {
 /// Replays `trace` read whole into memory first, timing the replay alone as well as the whole.
 fn replay_preloaded(policy: Policy, trace: &Path, timeline: bool) -> Result<Report> {
     let started = Instant::now();
-    let mut reader =
-        TraceReader::open(trace).with_context(|| format!("opening trace {}", trace.display()))?;
+    let mut reader = TraceReader::open(trace)?;
     let mut events = EventChunk::new();
     reader
         .read_chunk(&mut events, usize::MAX)

@@ -170,8 +170,8 @@ pub struct Entry {
 
 /// Reads a whole trace into memory, with a progress bar over its bytes.
 fn read_trace(trace: &Path) -> Result<Vec<TraceEvent>> {
-    let mut reader =
-        TraceReader::open(trace).with_context(|| format!("opening trace {}", trace.display()))?;
+    // The trace's error names the file and why.
+    let mut reader = TraceReader::open(trace)?;
     let pb = crate::replay::progress(reader.total_bytes().unwrap_or(0), "reading trace");
     let mut events = Vec::new();
     while let Some(ev) = reader.next() {

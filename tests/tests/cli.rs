@@ -130,6 +130,31 @@ fn check_policy_names_a_missing_file_and_why_once() {
 }
 
 #[test]
+fn replay_names_a_missing_policy_and_why_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let policy = dir.path().join("absent.toml");
+    let trace = synth(dir.path(), "t.jsonl", "legit_only", 1, 50);
+    let out = run([
+        "replay".as_ref(),
+        "--trace".as_ref(),
+        trace.as_os_str(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{err}");
+    assert!(
+        err.contains(&format!("loading policy: {}", policy.display())),
+        "stderr does not name the policy file:\n{err}"
+    );
+    assert_eq!(
+        err.matches("(os error 2)").count(),
+        1,
+        "the reason is not said exactly once:\n{err}"
+    );
+}
+
+#[test]
 fn check_policy_names_an_unknown_key() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let policy = dir.path().join("typo.toml");
