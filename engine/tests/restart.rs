@@ -13,9 +13,26 @@ fn open(dir: &std::path::Path) -> Engine {
     open_preferring(dir, KeyScheme::default())
 }
 
+/// Opens a sled database that was just dropped. sled's flusher thread can still hold the
+/// directory's file lock for a moment after the last handle goes (CI once saw `WouldBlock`), so
+/// this tries again for up to five seconds before giving up with the last error.
+fn reopen<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Ok(db) => return db,
+            Err(e) if tries >= 250 => panic!("the store did not open: {e:?}"),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// The engine over the sled store in `dir`, recording `scheme` if the store has none yet.
 fn open_preferring(dir: &std::path::Path, scheme: KeyScheme) -> Engine {
-    let store = Arc::new(SledStore::open(dir).unwrap());
+    let store = Arc::new(reopen(|| SledStore::open(dir)));
     let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
     Engine::new(
         Policy::default(),
@@ -141,7 +158,7 @@ fn lockouts_familiar_locations_and_sprays_survive_a_restart() {
 /// Sets (or with `None` removes) the key scheme the sled store in `dir` records, behind the
 /// engine's back; returns what was recorded before.
 fn set_recorded_scheme(dir: &std::path::Path, scheme: Option<&str>) -> Option<Vec<u8>> {
-    let db = sled::open(dir).unwrap();
+    let db = reopen(|| sled::open(dir));
     let meta = db.open_tree("meta").unwrap();
     let was = match scheme {
         Some(s) => meta.insert("key-scheme", s).unwrap(),
@@ -181,7 +198,7 @@ fn a_store_with_an_unknown_key_scheme_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     set_recorded_scheme(dir.path(), Some("argon9"));
-    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Arc::new(reopen(|| SledStore::open(dir.path())));
     let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
     let err = Engine::new(
         Policy::default(),
@@ -204,7 +221,7 @@ fn the_directory_mirror_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let toml = "[defaults.lockout]\nthreshold = 9\nfamiliar_threshold = 9\n";
     {
-        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store = Arc::new(reopen(|| SledStore::open(dir.path())));
         let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
         let e = Engine::new(
             Policy::from_toml(toml).unwrap(),
@@ -228,7 +245,7 @@ fn the_directory_mirror_survives_a_restart() {
         }
         e.flush().unwrap();
     }
-    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Arc::new(reopen(|| SledStore::open(dir.path())));
     let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
     let e = Engine::new(
         Policy::from_toml(toml).unwrap(),
@@ -290,7 +307,7 @@ fn a_failed_flush_keeps_its_records_for_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Arc::new(Faulty {
-            inner: SledStore::open(dir.path()).unwrap(),
+            inner: reopen(|| SledStore::open(dir.path())),
             failing: true.into(),
         });
         let secret = portcullis_engine::store::Store::secret(&*store).unwrap();
