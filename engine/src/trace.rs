@@ -460,6 +460,7 @@ impl QuoteMask {
         let mut words = b.chunks_exact(8);
         let mut n = 0;
         for word in &mut words {
+            // `chunks_exact` gives eight bytes: the fallback is never taken.
             let w: [u8; 8] = word.try_into().unwrap_or([b' '; 8]);
             blocks[n / 8] |= quotes_in(u64::from_le_bytes(w)) << (n % 8 * 8);
             n += 1;
