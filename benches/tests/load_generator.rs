@@ -173,3 +173,25 @@ fn suite_at_half_rate_runs_the_service_and_the_bare_server_open_loop_at_one_rate
         assert!((target - half).abs() < 1e-6 * half.max(1.0), "{row}");
     }
 }
+
+#[test]
+fn open_loop_answers_every_unit_with_either_pacer_and_names_it() {
+    for pacer in ["thread", "tokio"] {
+        let (_bare, http) = start_bare();
+        let r = run(
+            &format!("http://{http}"),
+            "http-pair",
+            "5",
+            &["--rate", "2000", "--pacer", pacer],
+        );
+        assert_eq!(r["errors"], 0, "{r}");
+        assert_eq!(r["loop_kind"], "open", "{r}");
+        assert_eq!(r["pacer"], pacer, "{r}");
+        assert!(r["attempts"].as_u64().unwrap_or(0) >= 256, "{r}");
+        // Every unit recorded was timed from when it was due, and never less than from when
+        // it was sent.
+        let l = &r["latency_us"];
+        assert!(l["count"].as_u64().unwrap_or(0) > 0, "{r}");
+        assert!(l["p50"].as_u64() >= l["from_send"]["p50"].as_u64(), "{r}");
+    }
+}

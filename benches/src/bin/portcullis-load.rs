@@ -126,6 +126,26 @@ struct RunArgs {
     /// the JSON result): a soak run shows whether latency stays flat.
     #[arg(long)]
     interval: Option<f64>,
+    /// Open loop: what releases each unit at its due time. `tokio` sleeps on tokio's timer,
+    /// which wakes on whole milliseconds, so units leave up to 1-2 ms late and in bursts;
+    /// `thread` releases them from a thread of its own that sleeps on the kernel's
+    /// high-resolution timer, waking at most once per `--pacer-gap-us`.
+    #[arg(long, value_enum, default_value = "thread")]
+    pacer: Pacer,
+    /// The shortest sleep of the `thread` pacer, in microseconds: fewer wake-ups cost the
+    /// cores the server shares less, and release a few units together.
+    #[arg(long, default_value_t = 100)]
+    pacer_gap_us: u64,
+}
+
+/// What releases open-loop units at their due times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Pacer {
+    /// `tokio::time::sleep_until` in each worker (millisecond ticks).
+    Tokio,
+    /// A pacer thread that hands out permits on the kernel's high-resolution timer.
+    Thread,
 }
 
 #[derive(Parser)]
@@ -221,6 +241,9 @@ struct RunResult {
     concurrency: usize,
     batch: usize,
     target_rate: Option<f64>,
+    /// What released the units of an open-loop run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pacer: Option<Pacer>,
     attempts: u64,
     requests: u64,
     errors: u64,
@@ -534,6 +557,22 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
     let schedule = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(1);
     let t0 = Instant::now() + Duration::from_millis(50);
+    let permits = match (interval, args.pacer) {
+        (Some(iv), Pacer::Thread) => {
+            let sem = Arc::new(tokio::sync::Semaphore::new(0));
+            let (s, gap, sh) = (
+                sem.clone(),
+                Duration::from_micros(args.pacer_gap_us.max(1)),
+                sh.clone(),
+            );
+            std::thread::Builder::new()
+                .name("pacer".into())
+                .spawn(move || pace(t0, iv, gap, &s, &sh.stop))
+                .context("starting the pacer thread")?;
+            Some(sem)
+        }
+        _ => None,
+    };
     let record_from = t0 + warmup;
     let pb = if args.quiet {
         ProgressBar::hidden()
@@ -550,12 +589,13 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
         let mode = args.mode;
         let batch = args.batch.max(1);
         let schedule = schedule.clone();
+        let permits = permits.clone();
         let mut grpc = channel.clone().map(GateClient::new);
         let max = args.max_attempts;
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             // From the moment the unit was sent: without the generator's own lateness in
-            // sending it (tokio's timer wakes on whole milliseconds).
+            // sending it (a pacer that wakes late, or every worker busy with earlier units).
             let mut sent_hist = hist.clone();
             let mut streams = None;
             if mode == Mode::GrpcStream {
@@ -564,14 +604,23 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                 }
             }
             while !sh.stop.load(Ordering::Relaxed) {
-                let intended = match interval {
-                    Some(iv) => {
+                let intended = match (interval, &permits) {
+                    (Some(iv), Some(permits)) => {
+                        // The pacer has released a permit for every unit already due, so
+                        // this unit's due time is now or past: lateness is counted from it.
+                        match permits.acquire().await {
+                            Ok(p) => p.forget(),
+                            Err(_) => break,
+                        }
+                        t0 + iv * schedule.fetch_add(1, Ordering::Relaxed) as u32
+                    }
+                    (Some(iv), None) => {
                         let k = schedule.fetch_add(1, Ordering::Relaxed);
                         let due = t0 + iv * k as u32;
                         tokio::time::sleep_until(due.into()).await;
                         due
                     }
-                    None => Instant::now(),
+                    (None, _) => Instant::now(),
                 };
                 if sh.stop.load(Ordering::Relaxed) {
                     break;
@@ -679,6 +728,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
         concurrency: args.concurrency,
         batch: per_unit as usize,
         target_rate: args.rate,
+        pacer: args.rate.map(|_| args.pacer),
         attempts,
         requests,
         errors: sh.errors.load(Ordering::Relaxed),
@@ -698,6 +748,34 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
         }),
         intervals,
     })
+}
+
+/// The `thread` pacer: releases one permit per unit as each falls due (unit k is due at
+/// `t0 + k * iv`), sleeping on the kernel's timer between releases but never less than `gap`,
+/// and closes the semaphore on `stop` so that waiting workers end.
+fn pace(
+    t0: Instant,
+    iv: Duration,
+    gap: Duration,
+    permits: &tokio::sync::Semaphore,
+    stop: &AtomicBool,
+) {
+    let iv_ns = iv.as_nanos().max(1);
+    let mut released: u128 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= t0 {
+            let due = now.duration_since(t0).as_nanos() / iv_ns + 1;
+            if due > released {
+                permits.add_permits((due - released) as usize);
+                released = due;
+            }
+        }
+        let next = t0 + Duration::from_nanos((released * iv_ns).min(u64::MAX as u128) as u64);
+        let wake = next.max(now + gap);
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+    }
+    permits.close();
 }
 
 /// The bare gRPC service: fixed answers, the same service definition.
@@ -853,7 +931,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
             half.concurrency = half.concurrency.max(64);
             row["service_half_rate"] = serde_json::to_value(run(&half, items.clone()).await?)?;
             // The bare server at the same rate: the latency floor of the framework and of this
-            // generator's pacing (tokio's timer wakes on whole milliseconds), from the same run.
+            // generator's pacing, from the same run.
             let mut bare_half = half.clone();
             bare_half.http = bare.http.clone();
             bare_half.grpc = bare.grpc.clone();
@@ -893,4 +971,34 @@ fn main() -> Result<()> {
             Cmd::Suite(args) => suite(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_never_releases_a_unit_before_it_is_due_and_closes_on_stop() {
+        let iv = Duration::from_micros(500);
+        // Ten units were already due when the pacer started.
+        let t0 = Instant::now() - iv * 9;
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (permits.clone(), stop.clone());
+        let pacer = std::thread::spawn(move || pace(t0, iv, Duration::from_micros(100), &p, &s));
+        // Wait (bounded) for the pacer's first release, then stop it.
+        let waited = Instant::now();
+        while permits.available_permits() == 0 && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        pacer.join().expect("the pacer ends on stop");
+        let ended = Instant::now();
+        assert!(permits.is_closed(), "waiting workers are let go");
+        let released = permits.available_permits() as u128;
+        assert!(released >= 10, "{released} released; ten were due at once");
+        // Unit k is due at t0 + k * iv: no more than were due when it stopped.
+        let due = ended.duration_since(t0).as_nanos() / iv.as_nanos() + 1;
+        assert!(released <= due, "{released} released, {due} due");
+    }
 }
