@@ -604,23 +604,23 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
                 }
             }
             while !sh.stop.load(Ordering::Relaxed) {
-                let intended = match (interval, &permits) {
-                    (Some(iv), Some(permits)) => {
-                        // The pacer has released a permit for every unit already due, so
-                        // this unit's due time is now or past: lateness is counted from it.
-                        match permits.acquire().await {
-                            Ok(p) => p.forget(),
-                            Err(_) => break,
+                let intended = match interval {
+                    Some(iv) => {
+                        // The pacer thread releases a permit for every unit already due, so a
+                        // unit taken after one is due now or past: lateness counts from then.
+                        if let Some(permits) = &permits {
+                            match permits.acquire().await {
+                                Ok(p) => p.forget(),
+                                Err(_) => break,
+                            }
                         }
-                        t0 + iv * schedule.fetch_add(1, Ordering::Relaxed) as u32
-                    }
-                    (Some(iv), None) => {
-                        let k = schedule.fetch_add(1, Ordering::Relaxed);
-                        let due = t0 + iv * k as u32;
-                        tokio::time::sleep_until(due.into()).await;
+                        let due = t0 + iv * schedule.fetch_add(1, Ordering::Relaxed) as u32;
+                        if permits.is_none() {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
                         due
                     }
-                    (None, _) => Instant::now(),
+                    None => Instant::now(),
                 };
                 if sh.stop.load(Ordering::Relaxed) {
                     break;
