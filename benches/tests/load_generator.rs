@@ -27,8 +27,14 @@ impl Drop for Bare {
 }
 
 fn start_bare() -> (Bare, SocketAddr) {
+    start_bare_with(&[])
+}
+
+/// [`start_bare`] with global options before the subcommand.
+fn start_bare_with(global: &[&str]) -> (Bare, SocketAddr) {
     let (http, grpc) = (free_addr(), free_addr());
     let child = Command::new(LOAD)
+        .args(global)
         .args([
             "bare",
             "--http",
@@ -194,4 +200,59 @@ fn open_loop_answers_every_unit_with_either_pacer_and_names_it() {
         assert!(l["count"].as_u64().unwrap_or(0) > 0, "{r}");
         assert!(l["p50"].as_u64() >= l["from_send"]["p50"].as_u64(), "{r}");
     }
+}
+
+/// Whether this process may put a thread under SCHED_RR (root, or CAP_SYS_NICE); CI may.
+fn may_use_sched_rr() -> bool {
+    let allowed = Command::new("chrt")
+        .args(["-r", "1", "true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !allowed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root, where `chrt -r 1 true` works"
+        );
+        eprintln!("skipped: SCHED_RR is not allowed here (`chrt -r 1 true` failed)");
+    }
+    allowed
+}
+
+#[test]
+fn realtime_puts_the_bare_servers_and_the_generator_under_sched_rr_and_the_result_says_so() {
+    use portcullis_server::sched::{thread_policies, SCHED_RR};
+    if !may_use_sched_rr() {
+        return;
+    }
+    let (bare, http) = start_bare_with(&["--realtime", "5"]);
+    let policies = thread_policies(bare.0.id()).expect("read /proc");
+    assert!(policies.len() >= 2, "{policies:?}");
+    assert!(
+        policies.iter().all(|(_, p)| *p == SCHED_RR),
+        "every bare server thread: {policies:?}"
+    );
+    let url = format!("http://{http}");
+    let r = run(
+        &url,
+        "http-pair",
+        "5",
+        &["--rate", "2000", "--realtime", "5"],
+    );
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["realtime"], 5, "{r}");
+    assert!(r["attempts"].as_u64().unwrap_or(0) >= 256, "{r}");
+    let r = run(&url, "http-pair", "5", &["--rate", "2000"]);
+    assert!(r.get("realtime").is_none(), "ordinary policy: {r}");
+}
+
+#[test]
+fn an_out_of_range_realtime_priority_is_refused_by_name() {
+    let out = Command::new(LOAD)
+        .args(["--realtime", "0", "bare"])
+        .output()
+        .expect("portcullis-load");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("`--realtime` = 0"), "{stderr}");
 }

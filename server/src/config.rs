@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// (the default).
     #[arg(long)]
     pub agent_breaker_cooldown: Option<String>,
+    /// Run every service thread under `SCHED_RR` at this priority (1-99), ahead of the machine's
+    /// ordinary processes, so other daemons' slices do not add to the tail latency. Needs
+    /// CAP_SYS_NICE or `RLIMIT_RTPRIO` (systemd `LimitRTPRIO=`); refused, not ignored, without.
+    #[arg(long, value_name = "PRIORITY")]
+    pub realtime: Option<u8>,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -147,6 +152,7 @@ struct FileConfig {
     max_in_flight: Option<usize>,
     agent_breaker_threshold: Option<u32>,
     agent_breaker_cooldown: Option<String>,
+    realtime: Option<u8>,
 }
 
 /// A secret setting (the admin token, a store URL that may carry a password): its `Debug` shows
@@ -249,6 +255,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// The agents' circuit breakers: 5 faults in a row open one for 10 s.
     pub agent_breaker: crate::agent::BreakerConfig,
+    /// `SCHED_RR` priority of every thread (`--realtime`); `None`: the ordinary policy.
+    pub realtime: Option<u8>,
 }
 
 impl Default for Config {
@@ -279,6 +287,7 @@ impl Default for Config {
             reset_store: false,
             max_in_flight: 4096,
             agent_breaker: crate::agent::BreakerConfig::default(),
+            realtime: None,
         }
     }
 }
@@ -446,6 +455,14 @@ impl Config {
             .or(file.agent_breaker_cooldown.as_ref())
         {
             c.agent_breaker.cooldown = duration("agent_breaker_cooldown", v)?;
+        }
+        if let Some(v) = args.realtime.or(file.realtime) {
+            if !crate::sched::PRIORITIES.contains(&v) {
+                return Err(Error::Config(format!(
+                    "`realtime` = {v} must be a SCHED_RR priority from 1 to 99"
+                )));
+            }
+            c.realtime = Some(v);
         }
         c.admin_token = admin_token.filter(|t| !t.is_empty()).map(Secret::from);
         c.tls = tls_paths(
@@ -732,5 +749,48 @@ mod tests {
             ..Default::default()
         });
         assert!(e.contains("--trusted-proxy"), "{e}");
+    }
+
+    #[test]
+    fn realtime_comes_from_the_flag_or_the_file_and_out_of_range_priorities_are_refused_by_key() {
+        assert_eq!(
+            Config::resolve(&ServeArgs::default(), None)
+                .unwrap()
+                .realtime,
+            None
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "realtime = 10\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&from_file, None).unwrap().realtime,
+            Some(10)
+        );
+        let flag_wins = ServeArgs {
+            realtime: Some(20),
+            ..from_file
+        };
+        assert_eq!(
+            Config::resolve(&flag_wins, None).unwrap().realtime,
+            Some(20)
+        );
+        for bad in [0u8, 100] {
+            let e = err(&ServeArgs {
+                realtime: Some(bad),
+                ..Default::default()
+            });
+            assert!(e.contains("`realtime`") && e.contains("1 to 99"), "{e}");
+        }
+        // Beyond a byte, the file's parser names the key.
+        std::fs::write(&path, "realtime = 300\n").unwrap();
+        let e = err(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        });
+        assert!(e.contains("realtime"), "{e}");
     }
 }

@@ -18,6 +18,8 @@
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`persist`]: opening the embedded store at start, and the write-behind flush with its
 //!   fault handling (full disk, I/O errors).
+//! - [`sched`]: `serve --realtime`: the service's threads under `SCHED_RR`, ahead of the
+//!   machine's ordinary processes.
 //! - [`server`]: `run(state, listeners, shutdown)`: serving, background loops, graceful shutdown.
 //! - [`shared`]: several instances sharing state through Redis (`serve --store redis://..`).
 //! - [`tls`]: TLS (rustls) for both listeners and client-certificate authentication (mTLS).
@@ -46,6 +48,7 @@ pub mod metrics;
 pub mod persist;
 pub mod ref_agent;
 pub mod reload;
+pub mod sched;
 pub mod server;
 pub mod service;
 pub mod shared;

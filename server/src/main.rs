@@ -143,6 +143,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     portcullis_server::tls::install_provider();
     let config = Config::resolve(args, std::env::var("PORTCULLIS_ADMIN_TOKEN").ok())?;
+    if let Some(priority) = config.realtime {
+        // Before the runtime and the metrics recorder start threads: each inherits the policy.
+        portcullis_server::sched::run_realtime(priority, "realtime")?;
+        tracing::info!(priority, "Every service thread runs under SCHED_RR.");
+    }
     if config.admin_token.is_none() {
         tracing::warn!("PORTCULLIS_ADMIN_TOKEN is not set: the admin API is off.");
     }

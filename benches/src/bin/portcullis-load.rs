@@ -53,6 +53,12 @@ use tonic::{Request, Response, Status, Streaming};
     about = "Load generator for portcullis serve (loopback only)"
 )]
 struct Cli {
+    /// Run every thread (and `suite`'s bare servers) under `SCHED_RR` at this priority (1-99),
+    /// ahead of the machine's other daemons, whose slices would otherwise show up in the
+    /// measured tail; start the service with `portcullis serve --realtime` to compare like with
+    /// like. Needs CAP_SYS_NICE or `RLIMIT_RTPRIO`; refused, not ignored, without.
+    #[arg(long, global = true, value_name = "PRIORITY")]
+    realtime: Option<u8>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -136,6 +142,9 @@ struct RunArgs {
     /// cores the server shares less, and release a few units together.
     #[arg(long, default_value_t = 100)]
     pacer_gap_us: u64,
+    /// The generator's `SCHED_RR` priority (the global `--realtime`), for the result.
+    #[arg(skip)]
+    realtime: Option<u8>,
 }
 
 /// What releases open-loop units at their due times.
@@ -244,6 +253,9 @@ struct RunResult {
     /// What released the units of an open-loop run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pacer: Option<Pacer>,
+    /// The generator's `SCHED_RR` priority, when it ran under `--realtime`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realtime: Option<u8>,
     attempts: u64,
     requests: u64,
     errors: u64,
@@ -729,6 +741,7 @@ async fn run(args: &RunArgs, items: Arc<Vec<Item>>) -> Result<RunResult> {
         batch: per_unit as usize,
         target_rate: args.rate,
         pacer: args.rate.map(|_| args.pacer),
+        realtime: args.realtime,
         attempts,
         requests,
         errors: sh.errors.load(Ordering::Relaxed),
@@ -891,7 +904,11 @@ async fn bare(http: SocketAddr, grpc: SocketAddr) -> Result<()> {
 async fn suite(args: SuiteArgs) -> Result<()> {
     let items = load_trace(&args.run.trace)?;
     let exe = std::env::current_exe()?;
-    let mut child = std::process::Command::new(exe)
+    let mut bare_cmd = std::process::Command::new(exe);
+    if let Some(p) = args.run.realtime {
+        bare_cmd.args(["--realtime", &p.to_string()]);
+    }
+    let mut child = bare_cmd
         .args([
             "bare",
             "--http",
@@ -954,7 +971,16 @@ async fn suite(args: SuiteArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(p) = cli.realtime {
+        // Before the runtime and the pacer start threads: each inherits the policy.
+        portcullis_server::sched::run_realtime(p, "--realtime")?;
+    }
+    match &mut cli.cmd {
+        Cmd::Run(args) => args.realtime = cli.realtime,
+        Cmd::Suite(args) => args.run.realtime = cli.realtime,
+        Cmd::Bare { .. } => {}
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
