@@ -9,7 +9,15 @@
 //! portcullis-speed attempts 200000 --maintain-every 1000000 # ... with housekeeping as `rate` has it
 //! portcullis-speed memory --accounts 1000000                # bytes per tracked account
 //! portcullis-speed scale                                    # cost vs tracked accounts and attack share
+//! portcullis-speed stalls --seconds 8                       # how long the machine takes each CPU away
 //! ```
+//!
+//! `stalls` measures the machine, not the engine: one thread per CPU, pinned, reads the
+//! monotonic clock in a loop for `--seconds` and records every gap of at least `--threshold-us`
+//! (500 µs by default) between two reads: time its CPU ran something else (another process, a
+//! kernel thread, an interrupt, or the hypervisor). A service's tail latency cannot be lower than
+//! what such gaps cost a request that meets one; `perf record -e sched:sched_switch -a` over the
+//! same seconds names who ran. It keeps both cores busy, so never run it beside a measurement.
 //!
 //! `rate` runs the engine's housekeeping ([`Engine::maintain`]) as `portcullis serve` does, on a
 //! wall-clock timer of its own (every second; serve's default is every 5 s), unless
@@ -116,8 +124,12 @@ fn main() {
         ),
         Some("memory") => memory(arg(&args, "--accounts", 1_000_000)),
         Some("scale") => scale(arg(&args, "--max-accounts", 1_000_000)),
+        Some("stalls") => stalls(
+            Duration::from_secs_f64(arg(&args, "--seconds", 8.0)),
+            Duration::from_micros(arg(&args, "--threshold-us", 500)),
+        ),
         _ => {
-            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] [--maintain-every ATTEMPTS] | attempts N [--maintain-every ATTEMPTS] | memory [--accounts N] | scale [--max-accounts N]");
+            eprintln!("usage: portcullis-speed rate [--threads N] [--seconds S] [--sled] [--trace FILE] [--maintain-every ATTEMPTS] | attempts N [--maintain-every ATTEMPTS] | memory [--accounts N] | scale [--max-accounts N] | stalls [--seconds S] [--threshold-us U]");
             std::process::exit(2);
         }
     }
@@ -447,5 +459,119 @@ fn scale(max: u64) {
             secs * 1e9 / k as f64,
             k as f64 / secs
         );
+    }
+}
+
+/// The gaps one CPU's spinning thread saw: each a stretch in which it did not run.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Stalls {
+    count: u64,
+    total: Duration,
+    longest: Duration,
+    over_1ms: u64,
+    over_2ms: u64,
+}
+
+impl Stalls {
+    fn record(&mut self, gap: Duration) {
+        self.count += 1;
+        self.total += gap;
+        self.longest = self.longest.max(gap);
+        self.over_1ms += u64::from(gap > Duration::from_millis(1));
+        self.over_2ms += u64::from(gap > Duration::from_millis(2));
+    }
+}
+
+/// Spins on the clock for `span`, recording every gap of at least `threshold` between reads.
+fn spin_for_stalls(span: Duration, threshold: Duration) -> Stalls {
+    let mut out = Stalls::default();
+    let start = Instant::now();
+    let mut prev = start;
+    loop {
+        let now = Instant::now();
+        let gap = now - prev;
+        if gap >= threshold {
+            out.record(gap);
+        }
+        prev = now;
+        if now - start >= span {
+            return out;
+        }
+    }
+}
+
+fn stalls(span: Duration, threshold: Duration) {
+    let cpus: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(e) => {
+            eprintln!("stalls: the process's CPU set: {e}");
+            std::process::exit(1);
+        }
+    };
+    let threads: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            std::thread::spawn(move || {
+                let mut one = nix::sched::CpuSet::new();
+                let pinned = one.set(cpu).is_ok()
+                    && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).is_ok();
+                (cpu, pinned, spin_for_stalls(span, threshold))
+            })
+        })
+        .collect();
+    let per_cpu: Vec<_> = threads
+        .into_iter()
+        .filter_map(|t| t.join().ok())
+        .map(|(cpu, pinned, s)| {
+            serde_json::json!({
+                "cpu": cpu,
+                "pinned": pinned,
+                "stalls": s.count,
+                "stalled_ms": s.total.as_secs_f64() * 1e3,
+                "share": s.total.as_secs_f64() / span.as_secs_f64(),
+                "longest_ms": s.longest.as_secs_f64() * 1e3,
+                "over_1ms": s.over_1ms,
+                "over_2ms": s.over_2ms,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "stalls",
+            "seconds": span.as_secs_f64(),
+            "threshold_us": threshold.as_micros() as u64,
+            "cpus": per_cpu,
+        })
+    );
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+
+    #[test]
+    fn stalls_add_up_each_gap_and_count_those_over_one_and_two_milliseconds() {
+        let mut s = Stalls::default();
+        for us in [600, 1_500, 2_500, 900] {
+            s.record(Duration::from_micros(us));
+        }
+        assert_eq!(s.count, 4);
+        assert_eq!(s.total, Duration::from_micros(5_500));
+        assert_eq!(s.longest, Duration::from_micros(2_500));
+        assert_eq!((s.over_1ms, s.over_2ms), (2, 1));
+    }
+
+    #[test]
+    fn a_spin_records_only_gaps_at_or_over_the_threshold() {
+        // A threshold no gap can reach in 20 ms: nothing recorded, whatever the machine does.
+        let s = spin_for_stalls(Duration::from_millis(20), Duration::from_secs(3600));
+        assert_eq!(s, Stalls::default());
+        // A zero threshold: every read after the first is a gap, and they add up to the span.
+        let s = spin_for_stalls(Duration::from_millis(20), Duration::ZERO);
+        assert!(s.count > 0, "{s:?}");
+        assert!(s.total >= Duration::from_millis(20), "{s:?}");
     }
 }
