@@ -229,7 +229,7 @@ fn realtime_puts_the_bare_servers_and_the_generator_under_sched_rr_and_the_resul
     let policies = thread_policies(bare.0.id()).expect("read /proc");
     assert!(policies.len() >= 2, "{policies:?}");
     assert!(
-        policies.iter().all(|(_, p)| *p == SCHED_RR),
+        policies.iter().all(|x| x.policy == SCHED_RR),
         "every bare server thread: {policies:?}"
     );
     let url = format!("http://{http}");

@@ -102,7 +102,11 @@ pub async fn serve(
                 tokio::select! {
                     _ = tick.tick() => {
                         let s = state.clone();
-                        let _ = tokio::task::spawn_blocking(move || flush(&s, false)).await;
+                        // Under `--realtime`, one priority below the workers: they preempt it.
+                        let _ = tokio::task::spawn_blocking(move || {
+                            crate::sched::in_background(|| flush(&s, false))
+                        })
+                        .await;
                     }
                     _ = rx.changed() => break,
                 }
@@ -120,12 +124,14 @@ pub async fn serve(
                     _ = tick.tick() => {
                         let s = state.clone();
                         let _ = tokio::task::spawn_blocking(move || {
-                            let t = now();
-                            s.engine.maintain(t);
-                            if let Some(shadow) = &s.shadow {
-                                shadow.maintain(t);
-                            }
-                            s.refresh_gauges(t);
+                            crate::sched::in_background(|| {
+                                let t = now();
+                                s.engine.maintain(t);
+                                if let Some(shadow) = &s.shadow {
+                                    shadow.maintain(t);
+                                }
+                                s.refresh_gauges(t);
+                            })
                         }).await;
                     }
                     _ = rx.changed() => break,
