@@ -146,7 +146,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if let Some(priority) = config.realtime {
         // Before the runtime and the metrics recorder start threads: each inherits the policy.
         portcullis_server::sched::run_realtime(priority, "realtime")?;
-        tracing::info!(priority, "Every service thread runs under SCHED_RR.");
+        tracing::info!(
+            priority,
+            "Every service thread runs under SCHED_RR (the flush and housekeeping one priority lower)."
+        );
     }
     if config.admin_token.is_none() {
         tracing::warn!("PORTCULLIS_ADMIN_TOKEN is not set: the admin API is off.");

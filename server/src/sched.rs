@@ -10,7 +10,9 @@
 //!
 //! Invariant: [`run_realtime`] is called on the main thread before any other thread starts, so
 //! every thread the process creates later inherits the policy (threads inherit their creator's
-//! policy and priority on Linux) — none is left behind at the ordinary policy. The kernel's
+//! policy and priority on Linux) — none is left behind at the ordinary policy; background work
+//! steps one priority below the request-serving threads only while it runs ([`in_background`]).
+//! The kernel's
 //! real-time throttling (`/proc/sys/kernel/sched_rt_runtime_us`, 95% by default) still leaves
 //! the rest of the machine a share if a thread ever spins.
 
