@@ -202,27 +202,10 @@ fn open_loop_answers_every_unit_with_either_pacer_and_names_it() {
     }
 }
 
-/// Whether this process may put a thread under SCHED_RR (root, or CAP_SYS_NICE); CI may.
-fn may_use_sched_rr() -> bool {
-    let allowed = Command::new("chrt")
-        .args(["-r", "1", "true"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !allowed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root, where `chrt -r 1 true` works"
-        );
-        eprintln!("skipped: SCHED_RR is not allowed here (`chrt -r 1 true` failed)");
-    }
-    allowed
-}
-
 #[test]
 fn realtime_puts_the_bare_servers_and_the_generator_under_sched_rr_and_the_result_says_so() {
     use portcullis_server::sched::{thread_policies, SCHED_RR};
-    if !may_use_sched_rr() {
+    if !portcullis_server::sched::realtime_allowed_or_skip() {
         return;
     }
     let (bare, http) = start_bare_with(&["--realtime", "5"]);

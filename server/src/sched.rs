@@ -184,6 +184,23 @@ pub fn thread_policies(pid: u32) -> std::io::Result<Vec<ThreadSched>> {
     Ok(out)
 }
 
+/// For tests that need `SCHED_RR`: whether this process may use it (tried on a throwaway
+/// thread). Where it may not, a test skips with a message, except in CI (`CI` set), which runs as
+/// root where it may: there this panics rather than let the test pass unchecked.
+pub fn realtime_allowed_or_skip() -> bool {
+    let allowed = std::thread::spawn(|| run_realtime(1, "realtime"))
+        .join()
+        .is_ok_and(|r| r.is_ok());
+    if !allowed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root, where SCHED_RR is allowed"
+        );
+        eprintln!("skipped: this process may not use SCHED_RR here (no CAP_SYS_NICE)");
+    }
+    allowed
+}
+
 /// `SCHED_RR` as `/proc/<pid>/task/<tid>/stat` gives it.
 pub const SCHED_RR: u32 = 2;
 

@@ -8,26 +8,9 @@ mod common;
 use common::{attempt, client, default_policy, Server, BIN};
 use portcullis_server::sched::{thread_policies, SCHED_RR};
 
-/// Whether this process may put a thread under SCHED_RR (root, or CAP_SYS_NICE).
-fn may_use_sched_rr() -> bool {
-    let allowed = std::process::Command::new("chrt")
-        .args(["-r", "1", "true"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !allowed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root, where `chrt -r 1 true` works"
-        );
-        eprintln!("skipped: SCHED_RR is not allowed here (`chrt -r 1 true` failed)");
-    }
-    allowed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_realtime_runs_every_thread_under_sched_rr_and_still_decides() {
-    if !may_use_sched_rr() {
+    if !portcullis_server::sched::realtime_allowed_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +53,7 @@ async fn serve_without_realtime_leaves_its_threads_at_the_ordinary_policy() {
 
 #[test]
 fn without_the_right_to_sched_rr_the_start_is_refused_naming_realtime() {
-    if !may_use_sched_rr() {
+    if !portcullis_server::sched::realtime_allowed_or_skip() {
         return;
     }
     // Root without CAP_SYS_NICE and with RLIMIT_RTPRIO 0: as a service user without
