@@ -94,12 +94,27 @@ mod counting {
     }
 }
 
+/// The value after flag `name`, or `default` when the flag is absent. A flag given without a
+/// value, or with one that does not parse, stops the bench with a message naming it rather than
+/// measuring something else than asked.
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match flag_value(args, name) {
+        Ok(v) => v.unwrap_or(default),
+        Err(e) => {
+            eprintln!("portcullis-speed: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn flag_value<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Option<T>, String> {
+    let Some(i) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    let v = args.get(i + 1).ok_or(format!("{name} needs a value"))?;
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("{name} {v:?}: not a valid value"))
 }
 
 fn main() {
@@ -118,8 +133,11 @@ fn main() {
             },
         ),
         Some("attempts") => attempts(
-            arg(&args, "attempts", 0)
-                .max(args.get(1).and_then(|v| v.parse().ok()).unwrap_or(200_000)),
+            // `attempts N`; a flag or nothing after it: 200,000.
+            match args.get(1).filter(|v| !v.starts_with("--")) {
+                Some(_) => arg(&args, "attempts", 200_000),
+                None => 200_000,
+            },
             arg(&args, "--maintain-every", MAINTAIN_EVERY_ATTEMPTS),
         ),
         Some("memory") => memory(arg(&args, "--accounts", 1_000_000)),
@@ -551,6 +569,20 @@ fn stalls(span: Duration, threshold: Duration) {
 #[cfg(test)]
 mod stall_tests {
     use super::*;
+
+    #[test]
+    fn a_flag_with_a_bad_or_missing_value_is_refused_by_name_and_an_absent_one_defaults() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(flag_value::<u64>(&args(&["rate"]), "--threads"), Ok(None));
+        assert_eq!(
+            flag_value::<u64>(&args(&["rate", "--threads", "2"]), "--threads"),
+            Ok(Some(2))
+        );
+        let e = flag_value::<u64>(&args(&["rate", "--threads", "two"]), "--threads").unwrap_err();
+        assert!(e.contains("--threads") && e.contains("two"), "{e}");
+        let e = flag_value::<f64>(&args(&["rate", "--seconds"]), "--seconds").unwrap_err();
+        assert!(e.contains("--seconds needs a value"), "{e}");
+    }
 
     #[test]
     fn stalls_add_up_each_gap_and_count_those_over_one_and_two_milliseconds() {
