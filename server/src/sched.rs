@@ -57,8 +57,8 @@ pub fn run_realtime(priority: u8, flag: &str) -> Result<()> {
 }
 
 /// Runs `f` one step below the request-serving threads when the calling thread is real-time
-/// (`SCHED_RR` or `SCHED_FIFO` at priority P: `SCHED_RR` at P - 1, or the ordinary policy when P
-/// is 1), and puts the thread back afterwards, panic or not.
+/// (`SCHED_RR` or `SCHED_FIFO` at priority P: the same policy at P - 1, or the ordinary policy
+/// when P is 1), and puts the thread back afterwards, panic or not.
 ///
 /// For background work on the blocking pool of a real-time service (the write-behind flush,
 /// housekeeping): the kernel does not preempt a real-time thread for another of the same
@@ -71,33 +71,17 @@ pub fn run_realtime(priority: u8, flag: &str) -> Result<()> {
 pub fn in_background<T>(f: impl FnOnce() -> T) -> T {
     use thread_priority::unix::{
         set_thread_priority_and_policy, thread_native_id, thread_schedule_policy_param,
-        NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy, ThreadSchedulePolicy,
+        NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy as Rt, ThreadSchedulePolicy,
     };
-    use thread_priority::{ThreadPriority, ThreadPriorityOsValue, ThreadPriorityValue};
-
-    let realtime = |policy, priority: i32| {
-        let value = u8::try_from(priority)
-            .ok()
-            .and_then(|p| ThreadPriorityValue::try_from(p).ok())?;
-        set_thread_priority_and_policy(
-            thread_native_id(),
-            ThreadPriority::Crossplatform(value),
-            ThreadSchedulePolicy::Realtime(policy),
-        )
-        .ok()
-    };
+    use thread_priority::{ThreadPriority, ThreadPriorityOsValue};
 
     /// Puts the thread back at its real-time policy and priority when dropped.
-    struct Restore<F: Fn(RealtimeThreadSchedulePolicy, i32) -> Option<()>> {
-        policy: RealtimeThreadSchedulePolicy,
-        priority: i32,
-        set: F,
-    }
-    impl<F: Fn(RealtimeThreadSchedulePolicy, i32) -> Option<()>> Drop for Restore<F> {
+    struct Restore(Rt, i32);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            if (self.set)(self.policy, self.priority).is_none() {
+            if !set_realtime(self.0, self.1) {
                 tracing::warn!(
-                    priority = self.priority,
+                    priority = self.1,
                     "A blocking-pool thread could not return to its real-time priority."
                 );
             }
@@ -105,32 +89,46 @@ pub fn in_background<T>(f: impl FnOnce() -> T) -> T {
     }
 
     let _restore = match thread_schedule_policy_param(thread_native_id()) {
-        Ok((ThreadSchedulePolicy::Realtime(policy), params))
-            if matches!(
-                policy,
-                RealtimeThreadSchedulePolicy::RoundRobin | RealtimeThreadSchedulePolicy::Fifo
-            ) =>
-        {
+        Ok((ThreadSchedulePolicy::Realtime(policy @ (Rt::RoundRobin | Rt::Fifo)), params)) => {
             let priority = params.sched_priority;
             let lowered = if priority > 1 {
-                realtime(RealtimeThreadSchedulePolicy::RoundRobin, priority - 1)
+                set_realtime(policy, priority - 1)
             } else {
                 set_thread_priority_and_policy(
                     thread_native_id(),
                     ThreadPriority::Os(ThreadPriorityOsValue::default()),
                     ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
                 )
-                .ok()
+                .is_ok()
             };
-            lowered.map(|()| Restore {
-                policy,
-                priority,
-                set: realtime,
-            })
+            lowered.then_some(Restore(policy, priority))
         }
         _ => None,
     };
     f()
+}
+
+/// Puts the calling thread under real-time `policy` at `priority`; whether that worked.
+fn set_realtime(
+    policy: thread_priority::unix::RealtimeThreadSchedulePolicy,
+    priority: i32,
+) -> bool {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, ThreadSchedulePolicy,
+    };
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    let Some(value) = u8::try_from(priority)
+        .ok()
+        .and_then(|p| ThreadPriorityValue::try_from(p).ok())
+    else {
+        return false;
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        ThreadSchedulePolicy::Realtime(policy),
+    )
+    .is_ok()
 }
 
 /// One thread's scheduling, as `/proc/<pid>/task/<tid>/stat` gives it.
