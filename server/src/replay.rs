@@ -11,6 +11,7 @@ use portcullis_engine::policy::Policy;
 use portcullis_engine::replay::{PreparedChunk, Replayer, Report};
 use portcullis_engine::synth::{self, Scenario, SynthConfig};
 use portcullis_engine::trace::{EventChunk, TraceEvent, TraceReader};
+use portcullis_server::sched::{cpus_of_this_thread, pin_current_thread};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -296,21 +297,6 @@ impl Drop for RestoreCpus {
         // Nothing to do if this fails: the thread keeps running, on one CPU.
         let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
     }
-}
-
-/// The CPUs the calling thread may run on, in order.
-fn cpus_of_this_thread() -> nix::Result<Vec<usize>> {
-    let set = sched_getaffinity(Pid::from_raw(0))?;
-    Ok((0..CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap_or(false))
-        .collect())
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_current_thread(cpu: usize) -> nix::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set)
 }
 
 /// Replays `trace` read whole into memory first, timing the replay alone as well as the whole.

@@ -1,5 +1,6 @@
 //! Real-time scheduling for a process's threads: `serve --realtime <PRIORITY>` (and the load
-//! generator's `--realtime`).
+//! generator's `--realtime`); and thread placement on CPUs (replay's two threads, the stall
+//! probe of `portcullis-speed`).
 //!
 //! Why: the service answers in a few hundred microseconds, but on a machine it shares with other
 //! daemons an ordinary (`SCHED_OTHER`) thread that is ready to run can wait milliseconds while
@@ -129,6 +130,23 @@ fn set_realtime(
         ThreadSchedulePolicy::Realtime(policy),
     )
     .is_ok()
+}
+
+/// The CPUs the calling thread may run on, in order.
+pub fn cpus_of_this_thread() -> nix::Result<Vec<usize>> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    Ok((0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> nix::Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 /// One thread's scheduling, as `/proc/<pid>/task/<tid>/stat` gives it.

@@ -519,10 +519,9 @@ fn spin_for_stalls(span: Duration, threshold: Duration) -> Stalls {
 }
 
 fn stalls(span: Duration, threshold: Duration) {
-    let cpus: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
-        Ok(set) => (0..nix::sched::CpuSet::count())
-            .filter(|&c| set.is_set(c).unwrap_or(false))
-            .collect(),
+    use portcullis_server::sched::{cpus_of_this_thread, pin_current_thread};
+    let cpus = match cpus_of_this_thread() {
+        Ok(cpus) => cpus,
         Err(e) => {
             eprintln!("stalls: the process's CPU set: {e}");
             std::process::exit(1);
@@ -532,9 +531,7 @@ fn stalls(span: Duration, threshold: Duration) {
         .iter()
         .map(|&cpu| {
             std::thread::spawn(move || {
-                let mut one = nix::sched::CpuSet::new();
-                let pinned = one.set(cpu).is_ok()
-                    && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).is_ok();
+                let pinned = pin_current_thread(cpu).is_ok();
                 (cpu, pinned, spin_for_stalls(span, threshold))
             })
         })
